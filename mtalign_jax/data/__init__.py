@@ -1,0 +1,1 @@
+"""Data: sources, tokenizer, validation and grain pipelines."""

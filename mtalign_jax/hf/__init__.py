@@ -1,0 +1,1 @@
+"""Checkpoint loaders: GGUF, HF safetensors directories, our own workdirs."""

@@ -1,0 +1,74 @@
+"""Explicit KV-cache pytree for incremental decoding and candidate search.
+
+Layout (all rows share one write index because prompts are left-padded):
+  k, v   [L, B, S, Hkv, hd]  keys / values per layer and slot
+  valid  [B, S] bool         slot holds a real (non-pad) token
+  pos    [B] int32           RoPE position id the next token of each row gets
+  index  [] int32            next slot to write (same for every row)
+
+Caches are immutable pytrees: a "clone" is free, `repeat` builds K candidate rows per prompt and
+`gather` keeps the chosen ones. Jitted decode loops donate the cache so updates happen in place.
+"""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mtalign_jax.models.presets import ModelConfig
+
+
+@flax.struct.dataclass
+class KVCache:
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
+    pos: jax.Array
+    index: jax.Array
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
+    """An empty cache with `max_len` slots per row."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        valid=jnp.zeros((batch, max_len), bool),
+        pos=jnp.zeros((batch,), jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def repeat(cache: KVCache, k: int) -> KVCache:
+    """Each row repeated `k` times, row-major: row b becomes rows b*k .. b*k+k-1."""
+    return KVCache(
+        k=jnp.repeat(cache.k, k, axis=1),
+        v=jnp.repeat(cache.v, k, axis=1),
+        valid=jnp.repeat(cache.valid, k, axis=0),
+        pos=jnp.repeat(cache.pos, k, axis=0),
+        index=cache.index,
+    )
+
+
+def gather(cache: KVCache, rows: jax.Array) -> KVCache:
+    """Rows `rows` [B'] of the cache (e.g. the winning candidate of each prompt)."""
+    return KVCache(
+        k=jnp.take(cache.k, rows, axis=1),
+        v=jnp.take(cache.v, rows, axis=1),
+        valid=jnp.take(cache.valid, rows, axis=0),
+        pos=jnp.take(cache.pos, rows, axis=0),
+        index=cache.index,
+    )
+
+
+def nbytes(cache: KVCache) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(cache))
