@@ -1,0 +1,1 @@
+"""Evaluation: graders, judges, scoring and Pareto fronts."""
