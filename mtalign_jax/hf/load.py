@@ -83,6 +83,8 @@ def load_pretrained(name_or_path, *, num_heads=1, head_init_noise=0.0, seed=0, d
                                  num_heads=num_heads, head_init_noise=head_init_noise,
                                  seed=seed, dtype=dtype)
         return model, params, toklib.tokenizer_from_gguf(path)
+    if os.path.isdir(path) and _workdir_model(path):
+        return load_workdir(_workdir_model(path), dtype=dtype)
     if os.path.isdir(path):
         from mtalign_jax.hf import safetensors as st
 
@@ -90,3 +92,44 @@ def load_pretrained(name_or_path, *, num_heads=1, head_init_noise=0.0, seed=0, d
                            seed=seed, dtype=dtype)
     raise FileNotFoundError(
         f"{src}: not a preset ({', '.join(PRESETS)}), a .gguf file, an HF directory or a workdir")
+
+
+def _workdir_model(path: str):
+    """The saved-model directory of one of our workdirs (W/model) or W itself, else None."""
+    for cand in (os.path.join(path, "model"), path):
+        if os.path.isfile(os.path.join(cand, "meta.json")):
+            return cand
+    return None
+
+
+def load_workdir(model_dir: str, dtype: str = "float32"):
+    """(model, params, tokenizer) of a model saved by our training loop (all its heads)."""
+    from mtalign_jax.checkpoint import load_params
+
+    params, meta = load_params(model_dir)
+    cfg = ModelConfig.from_dict(meta["model_config"]).replace(dtype=dtype, param_dtype=dtype)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.dtype(dtype)), params)
+    model = CausalLM(cfg, int(meta["num_heads"]))
+    return model, params, tokenizer_for(meta["base_model"])
+
+
+def tokenizer_for(name_or_path):
+    """The tokenizer of a preset, .gguf file, HF directory or workdir, without the weights."""
+    from mtalign_jax.data import tokenizer as toklib
+
+    src = str(name_or_path)
+    if src.lower() == "tiny":
+        return toklib.ByteTokenizer()
+    if src.lower() == "smollm2-135m-instruct":
+        return toklib.tokenizer_from_gguf(smollm2_gguf_path())
+    if src.endswith(".gguf"):
+        return toklib.tokenizer_from_gguf(src)
+    meta = os.path.join(src, "meta.json")
+    if os.path.isfile(meta):  # our own workdir/model directory: the base model's tokenizer
+        import json
+
+        with open(meta) as f:
+            return tokenizer_for(json.load(f)["base_model"])
+    if os.path.isfile(os.path.join(src, "model", "meta.json")):
+        return tokenizer_for(os.path.join(src, "model"))
+    return toklib.tokenizer_from_json(os.path.join(src, "tokenizer.json"))

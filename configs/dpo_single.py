@@ -1,0 +1,14 @@
+"""Baseline: single-objective DPO (one head trained on one objective's pairs).
+
+    python -m mtalign_jax.train --config configs/dpo_single.py:tiny --workdir /tmp/dpo_acc
+    python -m mtalign_jax.train --config configs/dpo_single.py:mini --workdir W \
+        --config.data.objectives=engagement --config.data.files=engagement:PATH
+
+The per-objective DPO models are also the ingredients of DPO soups. PAPER.md 5.4 / 6.1.
+"""
+from mtalign_jax.training.config_base import preference_config
+
+
+def get_config(arg: str = "tiny"):
+    c = preference_config("dpo", "accuracy", arg)
+    return c

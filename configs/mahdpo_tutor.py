@@ -1,0 +1,16 @@
+"""MAH-DPO, tutor domain: objectives accuracy,engagement (head order). Socratic Mind rows (PAPER.md 6.1): MAH-DPO Ensemble Acc 0.689 / Eng 0.451.
+
+    python -m mtalign_jax.train --config configs/mahdpo_tutor.py:tiny --workdir /tmp/mahdpo_tutor
+    python -m mtalign_jax.train --config configs/mahdpo_tutor.py:mini --workdir workdirs/mahdpo_tutor \
+        --config.data.files=accuracy:PATH_accuracy.jsonl,engagement:PATH_engagement.jsonl
+    python -m mtalign_jax.train --config configs/mahdpo_tutor.py:paper --workdir DIR \
+        --config.model.reference=SFT_DIR --config.data.files=...
+
+tiny: the byte-level tiny model on clearly-labelled synthetic pairs (seconds on CPU).
+mini: SmolLM2-135M-Instruct on pair files (make_pairs output). paper: PAPER.md section 7.1.
+"""
+from mtalign_jax.training.config_base import preference_config
+
+
+def get_config(arg: str = "tiny"):
+    return preference_config("mahdpo", "accuracy,engagement", arg, domain="tutor")

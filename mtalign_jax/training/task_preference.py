@@ -1,0 +1,223 @@
+"""Preference tasks: MAH-DPO (task "mahdpo") and single-head DPO baselines (task "dpo").
+
+MAH-DPO: objective k's pairs train head k; the trunk gets the (weighted) mean over the
+objectives present. DPO baselines use one head: `dpo_single` (one objective) and `dpo_mixed`
+(the pooled data of all objectives) differ only in their data.
+
+Reference log-probs come from the frozen reference model (the SFT model; by default the
+config's base model with one unperturbed head), either live every step
+(`loss.reference="live"`) or precomputed once into `workdir/reference_logps.npz`
+(`loss.reference="precomputed"`, the default; never written beside the input data).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from mtalign_jax.training import tasks
+from mtalign_jax.training.steps import make_preference_step, response_logps
+
+REFERENCE_FILE = "reference_logps.npz"
+
+
+def load_preference_data(config) -> dict:
+    """{"objectives", "train": {obj: rows}, "eval": {obj: rows}}; every named file validated."""
+    from mtalign_jax.data import pipeline, synthetic, validate
+
+    c = config.data
+    objectives = tasks._objectives(config)
+    if not objectives:
+        raise ValueError("config.data.objectives is empty: name the objectives in head order, "
+                         "e.g. --config.data.objectives=accuracy,engagement")
+    by_obj: dict[str, list] = {o: [] for o in objectives}
+    if c.files:
+        specs = validate.parse_files_spec(c.files)
+        for objective, path in specs:
+            if objective is None:
+                raise ValueError(f"{path}: preference files are named per objective: "
+                                 f"--config.data.files={objectives[0]}:PATH,...")
+            if objective not in by_obj:
+                raise ValueError(f"{path}: objective {objective!r} is not one of this config's "
+                                 f"objectives ({', '.join(objectives)})")
+            by_obj[objective].extend(validate.load_preference_file(
+                path, objective, skip_bad_rows=c.skip_bad_rows))
+        missing = [o for o in objectives if not by_obj[o]]
+        if missing:
+            raise ValueError(f"no preference data for objective(s) {', '.join(missing)}: the "
+                             f"files must name every objective of the config "
+                             f"({', '.join(objectives)})")
+    elif c.synthetic:
+        rows = synthetic.synthetic_preferences(objectives, c.synthetic, seed=config.seed,
+                                               conflict=bool(c.get("conflict", False)))
+        for r in rows:  # SYNTHETIC data, labelled as such in every row
+            by_obj[r["objective"]].append(r)
+    else:
+        raise ValueError("no preference data: --config.data.files=objective:PATH,...")
+    train, held = {}, {}
+    for o in objectives:
+        train[o], held[o] = pipeline.split_train_eval(
+            by_obj[o], eval_frac=c.eval_frac, seed=c.split_seed, eval_cap=c.eval_cap,
+            source_cap=c.source_cap)
+    return {"objectives": objectives, "train": train, "eval": held}
+
+
+def _fingerprint(config, data, split: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([config.model.get("reference", "") or config.model.name,
+                         config.data.max_len, config.data.max_prompt_len]).encode())
+    for o in data["objectives"]:
+        for r in data[split][o]:
+            h.update(json.dumps([o, r.get("prompt"), r["chosen"], r["rejected"]],
+                                sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def encode_pairs(rows: list[dict], tok, max_len: int, max_prompt_len: int):
+    """Token rows of every chosen then every rejected response: lists of (ids, labels)."""
+    out = []
+    for side in ("chosen", "rejected"):
+        for r in rows:
+            out.append(tok.encode_prompt_response(r["prompt"], r[side],
+                                                  max_prompt_len=max_prompt_len, max_len=max_len))
+    return out
+
+
+def collate(seqs: list[tuple], pad_id: int, buckets=(32, 64, 128, 256, 512, 1024, 2048)):
+    """Right-pad (ids, labels) rows to the smallest bucket that fits: numpy batch dict."""
+    n = max(len(ids) for ids, _ in seqs)
+    t = next((b for b in sorted(buckets) if b >= n), n)
+    ids = np.full((len(seqs), t), pad_id, np.int32)
+    lab = np.full((len(seqs), t), -100, np.int32)
+    mask = np.zeros((len(seqs), t), np.int32)
+    for i, (a, l) in enumerate(seqs):
+        ids[i, : len(a)], lab[i, : len(l)], mask[i, : len(a)] = a, l, 1
+    return {"input_ids": ids, "labels": lab, "attention_mask": mask}
+
+
+def compute_reference_logps(model, params, tok, rows: list[dict], *, max_len, max_prompt_len,
+                            batch_size=8, desc="reference log-probs") -> np.ndarray:
+    """[N, 2] float32 summed response log-probs (chosen, rejected) under the reference."""
+    seqs = encode_pairs(rows, tok, max_len, max_prompt_len)
+    fn = jax.jit(lambda p, b: response_logps(model, p, b))
+    out = []
+    for i in tqdm(range(0, len(seqs), batch_size), desc=desc, leave=False):
+        chunk = seqs[i: i + batch_size]
+        b = tasks.prepare_batch(collate(chunk, tok.pad_id))
+        b.pop("_tokens")
+        out.append(np.asarray(jax.device_get(fn(params, b)), np.float32))
+    flat = np.concatenate(out) if out else np.zeros((0,), np.float32)
+    n = len(rows)
+    return np.stack([flat[:n], flat[n:]], axis=1)
+
+
+def load_reference_model(config):
+    from mtalign_jax.hf.load import load_pretrained
+
+    name = config.model.get("reference", "") or config.model.name
+    model, params, _ = load_pretrained(name, num_heads=1, head_init_noise=0.0,
+                                       seed=config.model.head_seed, dtype=config.model.dtype)
+    return model, params
+
+
+def reference_table(config, data, workdir, tok) -> dict[str, dict[str, np.ndarray]]:
+    """{split: {objective: [N, 2]}} reference log-probs, computed once into the workdir."""
+    path = os.path.join(workdir, REFERENCE_FILE)
+    fps = {s: _fingerprint(config, data, s) for s in ("train", "eval")}
+    if os.path.exists(path):
+        z = np.load(path)
+        if all(str(z[f"fingerprint_{s}"]) == fps[s] for s in fps):
+            return {s: {o: z[f"{s}/{o}"] for o in data["objectives"]} for s in fps}
+        print(f"[reference] {path} was computed for other data or model: recomputing")
+    model, params = load_reference_model(config)
+    table, arrays = {}, {}
+    for s in ("train", "eval"):
+        table[s] = {}
+        for o in data["objectives"]:
+            table[s][o] = compute_reference_logps(
+                model, params, tok, data[s][o], max_len=config.data.max_len,
+                max_prompt_len=config.data.max_prompt_len, desc=f"reference {s}/{o}")
+            arrays[f"{s}/{o}"] = table[s][o]
+        arrays[f"fingerprint_{s}"] = np.array(fps[s])
+    if jax.process_index() == 0:
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: a kill never leaves a torn file
+    return table
+
+
+class PreferenceTask:
+    def __init__(self, config):
+        self.config = config
+
+    def load_data(self, workdir: str) -> dict:
+        return load_preference_data(self.config)
+
+    def build(self, data: dict, mesh, workdir: str) -> tasks.Built:
+        from mtalign_jax.data import pipeline
+
+        cfg = self.config
+        objectives = data["objectives"]
+        routed = cfg.task == "mahdpo"
+        k = len(objectives) if routed else 1
+        if cfg.model.num_heads != k:
+            raise ValueError(f"config.model.num_heads={cfg.model.num_heads} but the task needs "
+                             f"{k} head(s) for objectives {', '.join(objectives)}")
+        model, params, tok = tasks.load_model(cfg)
+        state, tx, _ = tasks.make_state(cfg, model, params, mesh)
+        lc = cfg.loss
+        precomputed = lc.reference == "precomputed"
+        loss_kw = dict(objectives=objectives, beta=lc.beta, label_smoothing=lc.label_smoothing,
+                       ipo=lc.ipo, reference_free=lc.reference_free,
+                       objective_weights=tuple(lc.objective_weights) or None, routed=routed,
+                       group_size=None)
+        ref_table = None
+        if lc.reference_free:
+            pass
+        elif precomputed:
+            ref_table = reference_table(cfg, data, workdir, tok)
+        else:
+            loss_kw["ref_model"], loss_kw["ref_params"] = load_reference_model(cfg)
+        pairs = cfg.data.batch_size
+        if cfg.data.balanced and pairs % len(objectives) == 0 and routed:
+            loss_kw["group_size"] = 2 * pairs // len(objectives)
+        step, evaluate = make_preference_step(model, tx, **loss_kw)
+
+        kw = dict(objectives=objectives, tokenizer=tok, max_len=cfg.data.max_len,
+                  max_prompt_len=cfg.data.max_prompt_len, batch_pairs=pairs,
+                  buckets=tuple(cfg.data.buckets), seed=cfg.seed,
+                  shard_index=jax.process_index(), shard_count=jax.process_count(),
+                  balanced=bool(cfg.data.balanced))
+        train_iter = iter(pipeline.preference_dataset(data["train"], **kw))
+
+        def prep(batch, split):
+            b = tasks.prepare_batch(batch)
+            b["objective_ids"] = b.pop("head_ids").astype(np.int32)
+            pidx = b.pop("pair_index")
+            if ref_table is not None:
+                p = pidx.shape[0]
+                obj = b["objective_ids"][:p]
+                ref = np.stack([ref_table[split][objectives[o]][i] for o, i in zip(obj, pidx)])
+                b["ref_chosen"], b["ref_rejected"] = ref[:, 0], ref[:, 1]
+            elif lc.reference_free:
+                p = pidx.shape[0]
+                b["ref_chosen"] = b["ref_rejected"] = np.zeros((p,), np.float32)
+            return b
+
+        place = tasks.make_placer(mesh)
+        eval_batches = []
+        if all(data["eval"][o] for o in objectives):
+            ev_iter = iter(pipeline.preference_dataset(data["eval"], **dict(kw, seed=0)))
+            eval_batches = [prep(next(ev_iter), "eval") for _ in range(cfg.eval_batches)]
+        from mtalign_jax.training.task_sft import save_final
+
+        return tasks.Built(
+            state=state, step=step, evaluate=evaluate, train_iter=train_iter,
+            next_batch=lambda it: prep(next(it), "train"), place=place,
+            run_eval=tasks.eval_runner(eval_batches, place),
+            finish=lambda st, wd: save_final(model, st, cfg.model.name, wd))
