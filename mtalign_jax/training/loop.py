@@ -112,8 +112,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     from mtalign_jax import checkpoint as ckpt_lib
     from mtalign_jax.parallel import mesh as mesh_lib
 
+    import flax.linen as nn
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from mtalign_jax.parallel.rules import resolve_rules
+
     mesh = mesh_lib.make_mesh(config.mesh)  # 3.
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(resolve_rules(config.mesh.rules, mesh)):
         built = task.build(data, mesh, workdir)
         state: TrainState = built.state
         ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -127,8 +132,11 @@ def run(config, workdir: str) -> dict[str, Any]:
             start = int(latest)
         writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), start, is_main)
 
-        step_fn = jax.jit(built.step, donate_argnums=(0,))
-        eval_fn = jax.jit(built.evaluate)
+        state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        step_fn = jax.jit(built.step, donate_argnums=(0,),
+                          out_shardings=(state_shardings, replicated))
+        eval_fn = jax.jit(built.evaluate, out_shardings=replicated)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.total_steps, initial=start, desc=f"{config.task}",

@@ -37,16 +37,9 @@ def load_preference_data(config) -> dict:
                          "e.g. --config.data.objectives=accuracy,engagement")
     by_obj: dict[str, list] = {o: [] for o in objectives}
     if c.files:
-        specs = validate.parse_files_spec(c.files)
-        for objective, path in specs:
-            if objective is None:
-                raise ValueError(f"{path}: preference files are named per objective: "
-                                 f"--config.data.files={objectives[0]}:PATH,...")
-            if objective not in by_obj:
-                raise ValueError(f"{path}: objective {objective!r} is not one of this config's "
-                                 f"objectives ({', '.join(objectives)})")
-            by_obj[objective].extend(validate.load_preference_file(
-                path, objective, skip_bad_rows=c.skip_bad_rows))
+        data, _ = validate.validate_files(c.files, "mahdpo", objectives, c.skip_bad_rows)
+        for o in objectives:
+            by_obj[o].extend(data.get(o, []))
         missing = [o for o in objectives if not by_obj[o]]
         if missing:
             raise ValueError(f"no preference data for objective(s) {', '.join(missing)}: the "
@@ -79,38 +72,33 @@ def _fingerprint(config, data, split: str) -> str:
 
 
 def encode_pairs(rows: list[dict], tok, max_len: int, max_prompt_len: int):
-    """Token rows of every chosen then every rejected response: lists of (ids, labels)."""
-    out = []
-    for side in ("chosen", "rejected"):
-        for r in rows:
-            out.append(tok.encode_prompt_response(r["prompt"], r[side],
-                                                  max_prompt_len=max_prompt_len, max_len=max_len))
-    return out
-
-
-def collate(seqs: list[tuple], pad_id: int, buckets=(32, 64, 128, 256, 512, 1024, 2048)):
-    """Right-pad (ids, labels) rows to the smallest bucket that fits: numpy batch dict."""
-    n = max(len(ids) for ids, _ in seqs)
-    t = next((b for b in sorted(buckets) if b >= n), n)
-    ids = np.full((len(seqs), t), pad_id, np.int32)
-    lab = np.full((len(seqs), t), -100, np.int32)
-    mask = np.zeros((len(seqs), t), np.int32)
-    for i, (a, l) in enumerate(seqs):
-        ids[i, : len(a)], lab[i, : len(l)], mask[i, : len(a)] = a, l, 1
-    return {"input_ids": ids, "labels": lab, "attention_mask": mask}
+    """Token rows of every chosen then every rejected response, (ids, labels) each, with the
+    same shared-prompt truncation as the training pipeline (`Tokenizer.encode_pair`)."""
+    pairs = [tok.encode_pair(r["prompt"], r["chosen"], r["rejected"],
+                             max_prompt_len=max_prompt_len, max_len=max_len) for r in rows]
+    return [c for c, _ in pairs] + [r for _, r in pairs]
 
 
 def compute_reference_logps(model, params, tok, rows: list[dict], *, max_len, max_prompt_len,
-                            batch_size=8, desc="reference log-probs") -> np.ndarray:
+                            batch_size=8, buckets=(64, 128, 256, 512, 1024, 2048),
+                            desc="reference log-probs") -> np.ndarray:
     """[N, 2] float32 summed response log-probs (chosen, rejected) under the reference."""
+    from mtalign_jax.data import pipeline
+
+    buckets = pipeline.effective_buckets(buckets, max_len)
     seqs = encode_pairs(rows, tok, max_len, max_prompt_len)
     fn = jax.jit(lambda p, b: response_logps(model, p, b))
+    # One static shape for the whole pass (one compile): the longest sequence's bucket, and
+    # the last batch padded with copies of its first row (their results are dropped).
+    t = pipeline.bucket_for(max((len(ids) for ids, _ in seqs), default=1), buckets)
     out = []
     for i in tqdm(range(0, len(seqs), batch_size), desc=desc, leave=False):
         chunk = seqs[i: i + batch_size]
-        b = tasks.prepare_batch(collate(chunk, tok.pad_id))
-        b.pop("_tokens")
-        out.append(np.asarray(jax.device_get(fn(params, b)), np.float32))
+        real = len(chunk)
+        chunk = chunk + [chunk[0]] * (batch_size - real)
+        b = pipeline.pad_rows(chunk, t, tok.pad_id)
+        b["resp_idx"], b["resp_labels"] = tasks.response_view(b["labels"], bucket=t)
+        out.append(np.asarray(jax.device_get(fn(params, b)), np.float32)[:real])
     flat = np.concatenate(out) if out else np.zeros((0,), np.float32)
     n = len(rows)
     return np.stack([flat[:n], flat[n:]], axis=1)
@@ -127,6 +115,7 @@ def load_reference_model(config):
 
 def reference_table(config, data, workdir, tok) -> dict[str, dict[str, np.ndarray]]:
     """{split: {objective: [N, 2]}} reference log-probs, computed once into the workdir."""
+    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, REFERENCE_FILE)
     fps = {s: _fingerprint(config, data, s) for s in ("train", "eval")}
     if os.path.exists(path):
@@ -141,7 +130,8 @@ def reference_table(config, data, workdir, tok) -> dict[str, dict[str, np.ndarra
         for o in data["objectives"]:
             table[s][o] = compute_reference_logps(
                 model, params, tok, data[s][o], max_len=config.data.max_len,
-                max_prompt_len=config.data.max_prompt_len, desc=f"reference {s}/{o}")
+                max_prompt_len=config.data.max_prompt_len, buckets=tuple(config.data.buckets),
+                desc=f"reference {s}/{o}")
             arrays[f"{s}/{o}"] = table[s][o]
         arrays[f"fingerprint_{s}"] = np.array(fps[s])
     if jax.process_index() == 0:
@@ -191,7 +181,7 @@ class PreferenceTask:
         kw = dict(objectives=objectives, tokenizer=tok, max_len=cfg.data.max_len,
                   max_prompt_len=cfg.data.max_prompt_len, batch_pairs=pairs,
                   buckets=tuple(cfg.data.buckets), seed=cfg.seed,
-                  shard_index=jax.process_index(), shard_count=jax.process_count(),
+                  shard_index=0, shard_count=1,  # the global batch; see tasks.make_placer
                   balanced=bool(cfg.data.balanced))
         train_iter = iter(pipeline.preference_dataset(data["train"], **kw))
 
@@ -209,7 +199,7 @@ class PreferenceTask:
                 b["ref_chosen"] = b["ref_rejected"] = np.zeros((p,), np.float32)
             return b
 
-        place = tasks.make_placer(mesh)
+        place = tasks.make_placer(mesh, cfg.mesh.rules)
         eval_batches = []
         if all(data["eval"][o] for o in objectives):
             ev_iter = iter(pipeline.preference_dataset(data["eval"], **dict(kw, seed=0)))

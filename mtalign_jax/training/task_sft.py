@@ -26,12 +26,7 @@ class SFTTask:
 
         c = self.config.data
         if c.files:
-            specs = validate.parse_files_spec(c.files)
-            rows = []
-            for objective, path in specs:
-                if objective is not None:
-                    raise ValueError(f"sft data takes plain paths, got '{objective}:{path}'")
-                rows.extend(validate.load_sft_file(path, skip_bad_rows=c.skip_bad_rows))
+            rows, _ = validate.validate_files(c.files, "sft", skip_bad_rows=c.skip_bad_rows)
         elif c.source:
             rows = _sft_rows_from_source(c.source)
         elif c.synthetic:
@@ -52,10 +47,9 @@ class SFTTask:
         step, evaluate = make_sft_step(model, tx)
         kw = dict(tokenizer=tok, max_len=cfg.data.max_len, max_prompt_len=cfg.data.max_prompt_len,
                   batch_size=cfg.data.batch_size, buckets=tuple(cfg.data.buckets),
-                  seed=cfg.seed, shard_index=jax.process_index(),
-                  shard_count=jax.process_count())
+                  seed=cfg.seed, shard_index=0, shard_count=1)  # global batch: make_placer
         train_iter = iter(pipeline.sft_dataset(data["train"], **kw))
-        place = tasks.make_placer(mesh)
+        place = tasks.make_placer(mesh, cfg.mesh.rules)
         eval_batches = []
         if data["eval"]:
             ev_iter = iter(pipeline.sft_dataset(data["eval"], **kw))

@@ -21,13 +21,13 @@ from mtalign_jax.training.state import TrainState
 # host-side batch preparation
 
 
-def response_view(labels: np.ndarray, bucket: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def response_view(labels: np.ndarray, bucket: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Compact the response positions of right-padded causal batches.
 
     labels [B, T] (-100 = not scored). Position t predicts labels[:, t+1], so the scored
     positions are t with labels[b, t+1] != -100. Returns (resp_idx [B, R], resp_labels [B, R])
-    with R = the batch's longest response rounded up to `bucket` (static shapes per bucket);
-    padding entries have index 0 and label -100. Nothing is dropped.
+    with R = the batch's longest response rounded up to a multiple of `bucket` (few static
+    shapes, so few compiles); padding entries have index 0 and label -100. Nothing is dropped.
     """
     nxt = labels[:, 1:]
     valid = nxt != -100
@@ -97,12 +97,38 @@ def make_state(config, model, params, mesh) -> tuple[TrainState, Any, Any]:
     return state, tx, shardings
 
 
-def make_placer(mesh):
+def make_placer(mesh, rules="default"):
+    """Host batch -> global arrays on the mesh.
+
+    Every process builds the same global batch (so a multi-process run sees exactly the batches
+    of a 1-process run) and contributes the contiguous rows its devices own through
+    `jax.make_array_from_process_local_data`. Fields whose leading size does not divide over the
+    data-parallel devices (e.g. per-pair reference log-probs [P]) are replicated.
+    """
+    import math
+
+    from jax.sharding import NamedSharding, PartitionSpec
+
     from mtalign_jax.parallel import mesh as mesh_lib
 
+    sharding = mesh_lib.batch_sharding(mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    n_shards = math.prod(mesh.shape[a] for a in mesh_lib.batch_axes(mesh, rules))
+    pc, pi = jax.process_count(), jax.process_index()
+
     def place(batch: dict) -> dict:
-        return mesh_lib.shard_batch({k: v for k, v in batch.items() if not k.startswith("_")},
-                                    mesh)
+        out = {}
+        for k, v in batch.items():
+            if k.startswith("_"):
+                continue
+            arr = np.asarray(v)
+            if arr.ndim == 0 or arr.shape[0] % max(n_shards, pc):
+                out[k] = jax.make_array_from_process_local_data(replicated, arr, arr.shape)
+            else:
+                rows = arr.shape[0] // pc
+                out[k] = jax.make_array_from_process_local_data(
+                    sharding, arr[pi * rows:(pi + 1) * rows], arr.shape)
+        return out
     return place
 
 

@@ -1,0 +1,1 @@
+"""Device mesh from config (mesh.py) and logical-to-mesh sharding rules (rules.py)."""
