@@ -10,10 +10,21 @@ from mtalign_jax.training.steps import make_sft_step
 
 
 def _sft_rows_from_source(name: str) -> list[dict]:
-    """Prompt/response rows from a built-in offline source (e.g. gsm8k step solutions)."""
-    from mtalign_jax.data.sources import sft_rows
+    """Prompt/response rows from a built-in offline math source: the reference step solution
+    (steps joined by blank lines) ending in the boxed answer."""
+    from mtalign_jax.data.sources import load_source
 
-    return sft_rows(name)
+    if name not in ("gsm8k", "math500"):
+        raise ValueError(f"data.source={name!r}: SFT rows come from gsm8k or math500")
+    rows = []
+    for ex in load_source(name):
+        if name == "gsm8k":
+            body = "\n\n".join(ex["steps"])
+            response = f"{body}\n\nThe answer is $\\boxed{{{ex['answer']}}}$."
+        else:
+            response = ex["solution"]
+        rows.append({"prompt": ex["prompt"], "response": response})
+    return rows
 
 
 class SFTTask:
