@@ -107,6 +107,9 @@ def load_workdir(model_dir: str, dtype: str = "float32"):
     from mtalign_jax.checkpoint import load_params
 
     params, meta = load_params(model_dir)
+    if "num_heads" not in meta:
+        raise ValueError(f"{model_dir}: not a policy model directory (a reward model? load it "
+                         f"with mtalign_jax.eval.scoring.load_reward_model)")
     cfg = ModelConfig.from_dict(meta["model_config"]).replace(dtype=dtype, param_dtype=dtype)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.dtype(dtype)), params)
     model = CausalLM(cfg, int(meta["num_heads"]))

@@ -63,5 +63,5 @@ class CausalLM(nn.Module):
 
 def init_params(model: CausalLM, rng: jax.Array, seq_len: int = 8):
     """Unboxed float parameters of a freshly initialised model (small models / tests)."""
-    variables = model.init(rng, jnp.zeros((1, seq_len), jnp.int32))
-    return nn.unbox(variables["params"])
+    init = jax.jit(lambda key: model.init(key, jnp.zeros((1, seq_len), jnp.int32)))
+    return nn.unbox(init(rng)["params"])

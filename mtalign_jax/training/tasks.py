@@ -147,13 +147,14 @@ def eval_runner(batches: list[dict], place: Callable) -> Callable:
 
 
 def get_task(config):
-    from mtalign_jax.training import task_preference, task_sft
+    from mtalign_jax.training import task_preference, task_reward, task_sft
 
     registry = {
         "sft": task_sft.SFTTask,
         "mahdpo": task_preference.PreferenceTask,
         "dpo": task_preference.PreferenceTask,
     }
+    registry.update({k: task_reward.RewardTask for k in task_reward.KINDS})
     if config.task not in registry:
         raise ValueError(f"unknown task {config.task!r}; known: {', '.join(sorted(registry))}")
     return registry[config.task](config)
