@@ -7,7 +7,12 @@
 (temperature 0), 128 new tokens. --head_weights 0.7,0.3 mixes a multi-head checkpoint's action
 heads (one weight per head). --prm A,B [--prm_weights 0.7,0.3] switches to PRM-guided decoding
 (`mtalign_jax.decoding.guided`): K=5 candidate steps sampled at temperature 1.0 and top-k 50 unless
---temperature / --top_k say otherwise; per-step scores go to stderr.
+--temperature / --top_k say otherwise; each step's candidate scores and chosen index go to stderr
+as `step N: scores [...] -> i`. --prm names reward-model workdirs (or HF reward-model dirs);
+--domain picks the step rule (math: blank lines; dialogue: sentences; turn: best-of-K turns).
+
+    python -m mtalign_jax.decode --model smollm2-135m-instruct --prm workdirs/prm_math \
+        --prompt "What is 12 * 7?" --max_new_tokens 256
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prm", default=None, help="comma-separated PRM names/paths (guided decoding)")
     p.add_argument("--prm_weights", default=None, help="comma-separated, one per PRM")
+    p.add_argument("--domain", default="math", choices=("math", "dialogue", "turn"),
+                   help="guided decoding's step rule: math (blank lines), dialogue "
+                        "(sentences), turn (best-of-K whole turns)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1:
         p.error(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
@@ -88,12 +96,13 @@ def main(argv=None) -> str:
             from mtalign_jax.decoding.guided import guided_generate
         except ImportError as e:
             raise SystemExit(f"--prm: PRM-guided decoding is not available ({e})")
-        out = guided_generate(
-            model, params, tokenizer, prompt_ids, prms=args.prm, prm_weights=args.prm_weights,
+        (out,) = guided_generate(
+            model, params, tokenizer, [prompt_ids], prms=args.prm, prm_weights=args.prm_weights,
+            guide_prompts=[messages if args.system else args.prompt], domain=args.domain,
             num_candidates=NUM_CANDIDATES, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, rng=rng,
-            head_weights=args.head_weights)
-        text = out if isinstance(out, str) else out.text
+            head_weights=args.head_weights, log=lambda line: print(line, file=sys.stderr))
+        text = out.text
     else:
         (result,) = generate(
             model, params, [prompt_ids], max_new_tokens=args.max_new_tokens, rng=rng,

@@ -40,6 +40,12 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # ----------------------------------------------------------------------------- sampling math
 
 
+def _check_settings(temperature: float, top_k: int, top_p: float) -> None:
+    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"bad sampling settings: temperature={temperature} (>= 0), "
+                         f"top_k={top_k} (>= 0), top_p={top_p} (in (0, 1])")
+
+
 def sample_logits(logits: jax.Array, rng: jax.Array, *, temperature: float, top_k: int = 0,
                   top_p: float = 1.0) -> jax.Array:
     """Next tokens [B] int32 from logits [B, V] float32.
@@ -50,9 +56,19 @@ def sample_logits(logits: jax.Array, rng: jax.Array, *, temperature: float, top_
     distribution when both are set), and each row is sampled with its own key split from `rng`.
     The three hyper-parameters are Python numbers (static under jit); ties at a threshold are kept.
     """
-    if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"bad sampling settings: temperature={temperature} (>= 0), "
-                         f"top_k={top_k} (>= 0), top_p={top_p} (in (0, 1])")
+    _check_settings(temperature, top_k, top_p)
+    if temperature == 0:
+        return jnp.argmax(logits.astype(jnp.float32), axis=-1).astype(jnp.int32)
+    return sample_logits_rows(logits, jax.random.split(rng, logits.shape[0]),
+                              temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def sample_logits_rows(logits: jax.Array, keys: jax.Array, *, temperature: float,
+                       top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+    """Like `sample_logits`, with one PRNG key per row (keys [B, 2]): row b's draw depends only
+    on its own logits and key, never on the other rows (guided decoding's per-candidate
+    streams)."""
+    _check_settings(temperature, top_k, top_p)
     logits = logits.astype(jnp.float32)
     if temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -70,7 +86,6 @@ def sample_logits(logits: jax.Array, rng: jax.Array, *, temperature: float, top_
         keep = before < top_p  # the first entry is always kept
         threshold = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, neg, logits)
-    keys = jax.random.split(rng, logits.shape[0])
     return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
 
 

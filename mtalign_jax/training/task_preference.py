@@ -11,6 +11,7 @@ config's base model with one unperturbed head), either live every step
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,17 +92,35 @@ def compute_reference_logps(model, params, tok, rows: list[dict], *, max_len, ma
     # One static shape for the whole pass (one compile): the longest sequence's bucket, and
     # the last batch padded with copies of its first row (their results are dropped).
     t = pipeline.bucket_for(max((len(ids) for ids, _ in seqs), default=1), buckets)
+    out = _reference_batches(fn, params, seqs, t, batch_size, tok.pad_id, desc)
+    flat = np.concatenate(out) if out else np.zeros((0,), np.float32)
+    n = len(rows)
+    return np.stack([flat[:n], flat[n:]], axis=1)
+
+
+def _reference_batches(fn, params, seqs, t, batch_size, pad_id, desc) -> list:
+    from mtalign_jax.data import pipeline
+
     out = []
     for i in tqdm(range(0, len(seqs), batch_size), desc=desc, leave=False):
         chunk = seqs[i: i + batch_size]
         real = len(chunk)
         chunk = chunk + [chunk[0]] * (batch_size - real)
-        b = pipeline.pad_rows(chunk, t, tok.pad_id)
+        b = pipeline.pad_rows(chunk, t, pad_id)
         b["resp_idx"], b["resp_labels"] = tasks.response_view(b["labels"], bucket=t)
         out.append(np.asarray(jax.device_get(fn(params, b)), np.float32)[:real])
-    flat = np.concatenate(out) if out else np.zeros((0,), np.float32)
-    n = len(rows)
-    return np.stack([flat[:n], flat[n:]], axis=1)
+    return out
+
+
+@contextlib.contextmanager
+def local_device_context():
+    """One local device, no sharding rules: for work every process does whole and alike (e.g.
+    the reference table), so its arrays stay process-local under a multi-process mesh."""
+    import flax.linen as nn
+
+    local = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("data",))
+    with jax.set_mesh(local), nn.logical_axis_rules(()):
+        yield
 
 
 def load_reference_model(config):
@@ -123,6 +142,11 @@ def reference_table(config, data, workdir, tok) -> dict[str, dict[str, np.ndarra
         if all(str(z[f"fingerprint_{s}"]) == fps[s] for s in fps):
             return {s: {o: z[f"{s}/{o}"] for o in data["objectives"]} for s in fps}
         print(f"[reference] {path} was computed for other data or model: recomputing")
+    with local_device_context():
+        return _compute_table(config, data, tok, path, fps)
+
+
+def _compute_table(config, data, tok, path, fps):
     model, params = load_reference_model(config)
     table, arrays = {}, {}
     for s in ("train", "eval"):
