@@ -147,12 +147,15 @@ def eval_runner(batches: list[dict], place: Callable) -> Callable:
 
 
 def get_task(config):
-    from mtalign_jax.training import task_preference, task_reward, task_sft
+    from mtalign_jax.training import (task_modpo, task_preference, task_reward,
+                                      task_scalarized, task_sft)
 
     registry = {
         "sft": task_sft.SFTTask,
         "mahdpo": task_preference.PreferenceTask,
         "dpo": task_preference.PreferenceTask,
+        "modpo": task_modpo.ModpoTask,
+        "scalarized": task_scalarized.ScalarizedTask,
     }
     registry.update({k: task_reward.RewardTask for k in task_reward.KINDS})
     if config.task not in registry:
