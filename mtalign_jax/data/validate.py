@@ -28,7 +28,7 @@ import re
 import sys
 from typing import Optional, Sequence
 
-PREFERENCE_TASKS = ("mahdpo", "dpo", "rm", "preference")
+PREFERENCE_TASKS = ("mahdpo", "dpo", "rm", "preference", "modpo", "scalarized")
 SFT_TASKS = ("sft",)
 
 
