@@ -1,0 +1,459 @@
+"""The demo's stages. Each is a function `(ctx) -> result dict` whose result is cached in the
+workdir by `__main__` (a rerun loads it instead of recomputing).
+
+data -> rm_engagement -> samples -> pairs -> encode -> train -> eval_preference -> eval_generation
+
+`Context` holds the config, the workdir, the stage results so far and (loaded on first use)
+the base model cut into a frozen lower part and its top layers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from mtalign_jax.demo import dpo, rewards, sampler
+from mtalign_jax.demo.config import DemoConfig
+
+OBJECTIVES = ("accuracy", "engagement")
+ROLES = ("labeller", "guide", "judge")
+
+
+@dataclasses.dataclass
+class Context:
+    cfg: DemoConfig
+    workdir: str
+    results: dict
+
+    @functools.cached_property
+    def base(self) -> dict:
+        """The base SmolLM2 cut into parts: lower/upper modules and params, base head [D, V]."""
+        from mtalign_jax.hf.load import load_pretrained
+        from mtalign_jax.models.split import split_model, split_params
+
+        model, params, tok = load_pretrained("smollm2-135m-instruct", num_heads=1)
+        lower, upper = split_model(model.cfg, self.cfg.n_top)
+        lo_p, up_p = split_params(params["trunk"], self.cfg.n_top)
+        return {"tok": tok, "lower": lower, "upper": upper, "lo_p": lo_p, "up_p": up_p,
+                "head": params["heads"]["kernel"][0], "cfg": model.cfg}
+
+    @property
+    def tok(self):
+        return self.base["tok"]
+
+    def bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True)
+
+
+def _chat(tok, text: str) -> list[int]:
+    return tok.encode_chat([{"role": "user", "content": text}])
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+def stage_data(ctx: Context) -> dict:
+    """Arithmetic prompts and chitchat prefixes, with disjoint splits and RM parts."""
+    from mtalign_jax.data.sources import chitchat, read_source, split_by_prompt, split_parts
+    from mtalign_jax.data.sources.arithmetic import generate
+    from mtalign_jax.make_pairs import PROMPT_TEMPLATES
+
+    c = ctx.cfg
+    template = PROMPT_TEMPLATES["arithmetic"]
+    pool = generate(n=8 * (c.train_prompts + c.acc_heldout_prompts + c.eval_prompts),
+                    seed=c.seed, num_operands=c.arith_operands, max_value=c.arith_max_value)
+    seen, uniq = set(), []
+    for p in pool:
+        if p["prompt"] not in seen:
+            seen.add(p["prompt"])
+            uniq.append({"prompt": template.format(prompt=p["prompt"]), "answer": p["answer"]})
+    parts = split_by_prompt(uniq, {"train": 0.5, "heldout": 0.25, "eval": 0.25},
+                            salt=f"demo/{c.seed}")
+    arith = {"train": parts["train"][:c.train_prompts],
+             "heldout": parts["heldout"][:c.acc_heldout_prompts],
+             "eval": parts["eval"][:c.eval_prompts]}
+    for k, n in (("train", c.train_prompts), ("heldout", c.acc_heldout_prompts),
+                 ("eval", c.eval_prompts)):
+        if len(arith[k]) < n:
+            raise ValueError(f"arithmetic {k}: only {len(arith[k])} distinct prompts for {n}")
+
+    # Engagement RMs: human pairs by opening prompt, cut into 4 disjoint parts by topic.
+    pairs = read_source("chitchat_engagement")
+    rm_parts = split_parts(pairs, {"labeller": 0.25, "guide": 0.25, "judge": 0.25,
+                                   "test": 0.25}, seed=c.seed, key=lambda r: r["topic"])
+    rm = {r: rm_parts[r][:c.rm_pairs] for r in ROLES}
+    rm["test"] = rm_parts["test"][:c.eng_heldout_pairs]
+    # Policy prompts: prefixes of conversations that no RM pair uses.
+    used = {p[k] for p in pairs for k in ("chosen_id", "rejected_id")}
+    convs = [cv for cv in read_source("chitchat") if cv["id"] not in used and len(cv["turns"]) > 2]
+    prefixes = []
+    for cv in convs:
+        t = 1 + int(cv["id"].encode().hex(), 16) % 2  # 1 or 2 leading turns
+        turns = [s[:c.turn_chars] for s in cv["turns"][:t]]
+        prefixes.append({"prompt": chitchat.render(cv["prompt"], turns), "id": cv["id"]})
+    eparts = split_by_prompt(prefixes, {"train": 0.5, "eval": 0.5}, salt=f"demo/eng/{c.seed}")
+    eng = {"train": eparts["train"][:c.train_prompts], "eval": eparts["eval"][:c.eval_prompts]}
+    return {"arith": arith, "eng": eng, "rm": rm,
+            "sizes": {**{f"accuracy/{k}": len(v) for k, v in arith.items()},
+                      **{f"engagement/{k}": len(v) for k, v in eng.items()},
+                      **{f"rm/{k}": len(v) for k, v in rm.items()}}}
+
+
+# ----------------------------------------------------------------------------- reward models
+
+
+def _encode_pairs(ctx: Context, rows: list[dict], desc: str, keep: bool):
+    """Lower-trunk features (and activations) of pair rows: chosen rows then rejected rows."""
+    from mtalign_jax.training.task_preference import encode_pairs
+
+    c, b = ctx.cfg, ctx.base
+    seqs = encode_pairs(rows, ctx.tok, c.max_len, c.max_prompt_len)
+    with ctx.bar(len(seqs), desc) as bar:
+        feats, acts = rewards.encode_lower(b["lower"], b["lo_p"], seqs, length=c.max_len,
+                                           pad_id=ctx.tok.pad_id, batch_size=c.encode_batch,
+                                           keep_activations=keep, progress=bar.update)
+    out = {"feats": feats}
+    if keep:
+        from mtalign_jax.data import pipeline
+
+        padded = pipeline.pad_rows(seqs, c.max_len, ctx.tok.pad_id)
+        idx, lab = dpo.response_positions(padded["labels"], c.resp_len)
+        out.update(x=acts, attention_mask=padded["attention_mask"], resp_idx=idx,
+                   resp_labels=lab)
+    return out
+
+
+def stage_rm_engagement(ctx: Context) -> dict:
+    """Three engagement RMs on disjoint parts of chitchat; held-out pair accuracy of each."""
+    rm_rows = ctx.results["data"]["rm"]
+    out, heads = {}, {}
+    test = _encode_pairs(ctx, rm_rows["test"], "encode engagement test pairs", keep=True)
+    n_test = len(rm_rows["test"])
+    for role in ROLES:
+        enc = _encode_pairs(ctx, rm_rows[role], f"encode {role} pairs", keep=False)
+        n = len(rm_rows[role])
+        rm = rewards.fit_bradley_terry(enc["feats"][:n], enc["feats"][n:])
+        acc, se = rewards.pair_accuracy(rm, test["feats"][:n_test], test["feats"][n_test:])
+        train_acc, _ = rewards.pair_accuracy(rm, enc["feats"][:n], enc["feats"][n:])
+        # The judge's "engaging" threshold: the median score of its own training responses.
+        heads[role] = {**rm.to_dict(), "threshold": float(np.median(rm.score(enc["feats"])))}
+        out[role] = {"train_pairs": n, "heldout_pairs": n_test, "heldout_accuracy": acc,
+                     "heldout_accuracy_se": se, "train_accuracy": train_acc}
+    return {"roles": out, "heads": heads, "test": test}
+
+
+def rm_of(ctx: Context, role: str) -> rewards.LinearRM:
+    return rewards.LinearRM.from_dict(ctx.results["rm_engagement"]["heads"][role])
+
+
+# ------------------------------------------------------------------------------------ samples
+
+
+def _base_policy(ctx: Context) -> sampler.Policy:
+    return sampler.Policy(upper_params=ctx.base["up_p"], head=ctx.base["head"])
+
+
+def _sample(ctx: Context, prompts: list[str], policy: sampler.Policy, n: int, desc: str,
+            temperature: float, rng) -> sampler.Samples:
+    b, c = ctx.base, ctx.cfg
+    ids = [_chat(ctx.tok, p) for p in prompts for _ in range(n)]
+    with ctx.bar(len(ids), desc) as bar:
+        return sampler.generate(b["lower"], b["upper"], b["lo_p"], policy, ctx.tok, ids,
+                                max_new_tokens=c.max_new_tokens, rng=rng,
+                                temperature=temperature, top_k=50 if temperature else 0,
+                                batch_size=c.sample_batch, progress=bar.update)
+
+
+def stage_samples(ctx: Context) -> dict:
+    """The base model's own samples (temperature 1, top-k 50): N per training prompt of each
+    objective, N per held-out arithmetic prompt; features come from the sampling pass."""
+    c, d = ctx.cfg, ctx.results["data"]
+    rng = jax.random.PRNGKey(c.seed)
+    out = {}
+    for i, (name, rows) in enumerate((("accuracy/train", d["arith"]["train"]),
+                                      ("accuracy/heldout", d["arith"]["heldout"]),
+                                      ("engagement/train", d["eng"]["train"]))):
+        s = _sample(ctx, [r["prompt"] for r in rows], _base_policy(ctx), c.samples_per_prompt,
+                    f"sample {name}", 1.0, jax.random.fold_in(rng, i))
+        out[name] = {"texts": s.texts, "feats": s.features(),
+                     "tokens": int(sum(len(t) for t in s.tokens))}
+    return out
+
+
+# -------------------------------------------------------------------------------------- pairs
+
+
+def _grade(rows, texts, n):
+    from mtalign_jax.eval.grading import grade_exact_int
+
+    return np.asarray([float(grade_exact_int(texts[i * n + j], rows[i]["answer"]))
+                       for i in range(len(rows)) for j in range(n)])
+
+
+def _add_gold_pairs(pairs: list, rows, texts, correct, n: int, need: int) -> int:
+    """Too few natural pairs (e.g. --quick's 8 new tokens): add the generator's exact answer as
+    chosen vs a wrong sample as rejected until `need` pairs exist; returns how many (reported)."""
+    added = 0
+    for i, r in enumerate(rows):
+        if len(pairs) >= need:
+            break
+        wrong = [texts[i * n + j] for j in range(n) if correct[i * n + j] < 0.5]
+        if wrong:
+            pairs.append({"prompt": r["prompt"], "chosen": f"The answer is {r['answer']}.",
+                          "rejected": wrong[0], "objective": "accuracy",
+                          "answer": r["answer"], "gold": True})
+            added += 1
+    return added
+
+
+def stage_pairs(ctx: Context) -> dict:
+    """make_pairs on the samples: graded exactly (accuracy), scored by the labeller
+    (engagement); the accuracy outcome RM; held-out accuracy pairs."""
+    from mtalign_jax.make_pairs import pairs_from_scores
+
+    c, d, s = ctx.cfg, ctx.results["data"], ctx.results["samples"]
+    n = c.samples_per_prompt
+    split = lambda xs: [list(xs[i * n:(i + 1) * n]) for i in range(len(xs) // n)]  # noqa: E731
+
+    acc_rows = d["arith"]["train"]
+    acc_texts = s["accuracy/train"]["texts"]
+    correct = _grade(acc_rows, acc_texts, n)
+    acc_pairs, acc_stats = pairs_from_scores(acc_rows, split(acc_texts), split(correct),
+                                             objective="accuracy")
+    acc_stats["gold_pairs"] = _add_gold_pairs(acc_pairs, acc_rows, acc_texts, correct, n,
+                                              need=max(c.pairs_per_step // 2, 1))
+    eng_rows = d["eng"]["train"]
+    labeller = rm_of(ctx, "labeller")
+    eng_scores = labeller.score(s["engagement/train"]["feats"])
+    eng_pairs, eng_stats = pairs_from_scores(eng_rows, split(s["engagement/train"]["texts"]),
+                                             split(eng_scores), objective="engagement",
+                                             tie_eps=1e-6)
+    # Accuracy outcome RM: features of the sampled solutions -> graded correctness.
+    acc_rm = rewards.fit_logistic(s["accuracy/train"]["feats"], correct)
+    held_rows = d["arith"]["heldout"]
+    held_texts = s["accuracy/heldout"]["texts"]
+    held_correct = _grade(held_rows, held_texts, n)
+    pred = acc_rm.score(s["accuracy/heldout"]["feats"]) > 0
+    rm_acc = float(np.mean(pred == (held_correct > 0.5)))
+    # Held-out accuracy pairs: every correct x incorrect sample of a held-out prompt (capped).
+    held_pairs = []
+    for i, r in enumerate(held_rows):
+        t, g = held_texts[i * n:(i + 1) * n], held_correct[i * n:(i + 1) * n]
+        good = [t[j] for j in range(n) if g[j] > 0.5]
+        bad = [t[j] for j in range(n) if g[j] < 0.5]
+        combos = [(a, b) for a in good for b in bad if a != b]
+        for a, b in combos[:c.max_heldout_pairs_per_prompt]:
+            held_pairs.append({"prompt": r["prompt"], "chosen": a, "rejected": b,
+                               "objective": "accuracy", "answer": r["answer"]})
+    held_gold = _add_gold_pairs(held_pairs, held_rows, held_texts, held_correct, n, need=1)
+    for name, rows in (("accuracy", acc_pairs), ("engagement", eng_pairs)):
+        with open(os.path.join(ctx.workdir, f"pairs_{name}.jsonl"), "w") as f:
+            for p in rows:
+                f.write(json.dumps(p, default=str) + "\n")
+    return {"pairs": {"accuracy": acc_pairs, "engagement": eng_pairs},
+            "stats": {"accuracy": acc_stats, "engagement": eng_stats},
+            "base_sample_accuracy": float(correct.mean()),
+            "heldout_pairs": held_pairs, "heldout_gold_pairs": held_gold,
+            "accuracy_rm": {**acc_rm.to_dict()},
+            "accuracy_rm_eval": {"heldout_samples": int(len(held_correct)),
+                                 "heldout_accuracy": rm_acc,
+                                 "heldout_accuracy_se": float(np.sqrt(
+                                     rm_acc * (1 - rm_acc) / max(len(held_correct), 1))),
+                                 "heldout_base_rate": float(held_correct.mean())}}
+
+
+# ------------------------------------------------------------------------------------- encode
+
+
+def _reference(ctx: Context, enc: dict) -> np.ndarray:
+    b = ctx.base
+    lp = dpo.sequence_logps(b["upper"], b["up_p"], b["head"], enc, ctx.cfg.encode_batch)
+    p = lp.shape[0] // 2
+    return np.stack([lp[:p], lp[p:]], axis=1)
+
+
+def stage_encode(ctx: Context) -> dict:
+    """Lower-trunk activations of every pair sequence (computed once, shared by every method)
+    and the base model's reference log-probs."""
+    pr, rm = ctx.results["pairs"], ctx.results["rm_engagement"]
+    rows = pr["pairs"]["accuracy"] + pr["pairs"]["engagement"]
+    if not pr["pairs"]["accuracy"] or not pr["pairs"]["engagement"]:
+        raise RuntimeError(f"no training pairs for an objective: {pr['stats']}")
+    train = _encode_pairs(ctx, rows, "encode training pairs", keep=True)
+    train["objective"] = np.asarray([OBJECTIVES.index(r["objective"]) for r in rows], np.int32)
+    train["ref"] = _reference(ctx, train)
+    held_acc = _encode_pairs(ctx, pr["heldout_pairs"], "encode held-out accuracy pairs",
+                             keep=True)
+    held_acc["ref"] = _reference(ctx, held_acc)
+    held_eng = dict(rm["test"])
+    held_eng["ref"] = _reference(ctx, held_eng)
+    return {"train": train, "heldout": {"accuracy": held_acc, "engagement": held_eng}}
+
+
+# -------------------------------------------------------------------------------------- train
+
+
+def methods(cfg: DemoConfig) -> dict:
+    """name -> (number of heads, objectives each step draws from, routed)."""
+    return {"MAH-DPO": (2, ["accuracy", "engagement"], True),
+            "DPO (accuracy only)": (1, ["accuracy"], False),
+            "DPO (engagement only)": (1, ["engagement"], False),
+            "DPO (mixed data)": (1, ["mixed"], False)}
+
+
+def stage_train(ctx: Context) -> dict:
+    """MAH-DPO (2 heads) and the three single-head DPO baselines, same steps and batch."""
+    from mtalign_jax.models.heads import perturbed_heads
+
+    c, b = ctx.cfg, ctx.base
+    tr = ctx.results["encode"]["train"]
+    ps = dpo.PairSet(x=tr["x"], attention_mask=tr["attention_mask"], resp_idx=tr["resp_idx"],
+                     resp_labels=tr["resp_labels"], objective=tr["objective"], ref=tr["ref"])
+    pools = {o: np.nonzero(ps.objective == i)[0] for i, o in enumerate(OBJECTIVES)}
+    pools["mixed"] = np.arange(ps.n)
+    out = {}
+    for mi, (name, (k, plan, routed)) in enumerate(methods(c).items()):
+        heads = perturbed_heads(b["head"], k, c.head_init_noise if k > 1 else 0.0, c.head_seed)
+        params = {"upper": b["up_p"], "heads": {"kernel": heads}}
+        group = c.pairs_per_step if routed else None  # 2P rows / 2 heads
+        tx, step = dpo.make_trainer(b["upper"], k, OBJECTIVES, beta=c.beta, lr=c.lr,
+                                    routed=routed, group_size=group)
+        opt = tx.init(params)
+        log = []
+        batches = dpo.batches(pools, plan, c.pairs_per_step, c.steps, c.seed + mi)
+        for pairs in tqdm(batches, total=c.steps, desc=f"train {name}"):
+            params, opt, m = step(params, opt, ps.rows(pairs))
+            m = jax.device_get(m)
+            log.append({"loss": float(m["loss"]),
+                        **{f"rewards/{o}/accuracy": float(m[f"rewards/{o}/accuracy"])
+                           for o in OBJECTIVES if float(m[f"count/{o}"]) > 0}})
+        out[name] = {"params": jax.device_get(params), "log": log}
+    return out
+
+
+# ----------------------------------------------------------------------------------- evaluate
+
+
+def _se(p: float, n: int) -> float:
+    return float(np.sqrt(max(p * (1 - p), 0.0) / max(n, 1)))
+
+
+def stage_eval_preference(ctx: Context) -> dict:
+    """Held-out preference accuracy of each trained model's implicit reward, per objective
+    (MAH-DPO: the objective's own head)."""
+    c, b = ctx.cfg, ctx.base
+    held = ctx.results["encode"]["heldout"]
+    out = {}
+    for name, (k, plan, routed) in methods(c).items():
+        params = ctx.results["train"][name]["params"]
+        out[name] = {}
+        for oi, o in enumerate(OBJECTIVES):
+            head = params["heads"]["kernel"][oi if k > 1 else 0]
+            lp = dpo.sequence_logps(b["upper"], params["upper"], jnp.asarray(head), held[o],
+                                    c.encode_batch)
+            acc, se = dpo.implicit_reward_accuracy(lp, held[o]["ref"])
+            out[name][o] = {"accuracy": acc, "se": se, "pairs": int(held[o]["ref"].shape[0])}
+    return out
+
+
+def _policies(ctx: Context) -> dict:
+    """Evaluated policy name -> (upper params, [D, V] head)."""
+    from mtalign_jax.models.heads import mixed_kernel
+
+    c, b = ctx.cfg, ctx.base
+    tr = ctx.results["train"]
+    pol = {"Base": (b["up_p"], b["head"])}
+    for name in ("DPO (accuracy only)", "DPO (engagement only)", "DPO (mixed data)"):
+        p = tr[name]["params"]
+        pol[name] = (p["upper"], jnp.asarray(p["heads"]["kernel"][0]))
+    p = tr["MAH-DPO"]["params"]
+    for w in c.head_weights:
+        pol[f"MAH-DPO w=({w[0]:g},{w[1]:g})"] = (
+            p["upper"], mixed_kernel(jnp.asarray(p["heads"]["kernel"]), jnp.asarray(w)))
+    return pol
+
+
+def _gen_metrics(ctx: Context, acc_samples, eng_samples) -> dict:
+    d = ctx.results["data"]
+    rows = d["arith"]["eval"]
+    correct = _grade(rows, acc_samples.texts, 1)
+    judge = rm_of(ctx, "judge")
+    thr = float(ctx.results["rm_engagement"]["heads"]["judge"]["threshold"])
+    js = judge.score(eng_samples.features())
+    engaging = (js > thr).astype(np.float64)
+    acc = float(correct.mean())
+    eng = float(engaging.mean())
+    return {"accuracy": acc, "accuracy_se": _se(acc, len(correct)),
+            "engagement": eng, "engagement_se": _se(eng, len(engaging)),
+            "judge_score": float(js.mean()),
+            "judge_score_se": float(js.std() / np.sqrt(max(len(js), 1))),
+            "mean_new_tokens": float(np.mean([len(t) for t in acc_samples.tokens +
+                                              eng_samples.tokens])),
+            "examples": {"accuracy": acc_samples.texts[:2], "engagement": eng_samples.texts[:2]}}
+
+
+def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -> dict:
+    """Greedy generations on the held-out prompts of both objectives for every policy, graded
+    exactly (accuracy) and scored by the judge (engagement); then MAH-DPO (.5,.5) with guided
+    decoding (continuing cache; engagement guide + accuracy RM, combined by the same weights).
+
+    `cached`/`save` let the caller keep each policy's result as soon as it is done."""
+    c, d, b = ctx.cfg, ctx.results["data"], ctx.base
+    out = dict(cached or {})
+    acc_prompts = [r["prompt"] for r in d["arith"]["eval"]]
+    eng_prompts = [r["prompt"] for r in d["eng"]["eval"]]
+    rng = jax.random.PRNGKey(c.seed + 1000)
+    for name, (up, head) in _policies(ctx).items():
+        if name in out:
+            continue
+        pol = sampler.Policy(upper_params=up, head=head)
+        s = _sample(ctx, acc_prompts + eng_prompts, pol, 1, f"generate {name}", 0.0, rng)
+        n = len(acc_prompts)
+        part = lambda lo, hi: sampler.Samples(s.tokens[lo:hi], s.texts[lo:hi],  # noqa: E731
+                                              s.feat_last[lo:hi], s.feat_mean[lo:hi])
+        out[name] = _gen_metrics(ctx, part(0, n), part(n, len(s.texts)))
+        if save:
+            save(out)
+    name = "MAH-DPO w=(0.5,0.5) + guided decoding"
+    if name not in out:
+        guide_eng = rm_of(ctx, "guide")
+        guide_acc = rewards.LinearRM.from_dict(ctx.results["pairs"]["accuracy_rm"])
+        guide = lambda f: 0.5 * guide_eng.z(f) + 0.5 * guide_acc.z(f)  # noqa: E731
+        up, head = _policies(ctx)["MAH-DPO w=(0.5,0.5)"]
+        pol = sampler.Policy(upper_params=up, head=head)
+        pause = sampler.step_delimiters(ctx.tok)
+        res = {}
+        for oname, prompts in (("accuracy", acc_prompts), ("engagement", eng_prompts)):
+            ids = [_chat(ctx.tok, p) for p in prompts]
+            with ctx.bar(len(ids), f"guided {oname}") as bar:
+                res[oname], steps = sampler.guided_generate(
+                    b["lower"], b["upper"], b["lo_p"], pol, ctx.tok, ids, guide=guide,
+                    k=c.guide_k, max_new_tokens=c.max_new_tokens, step_tokens=c.step_tokens,
+                    rng=jax.random.fold_in(rng, 7), pause_ids=pause,
+                    batch_size=c.guide_batch, progress=bar.update)
+            res[oname + "_steps"] = steps
+        out[name] = _gen_metrics(ctx, res["accuracy"], res["engagement"])
+        out[name]["guided_steps"] = res["accuracy_steps"] + res["engagement_steps"]
+        out[name]["k"] = c.guide_k
+        if save:
+            save(out)
+    return out
+
+
+STAGES: dict[str, Any] = {
+    "data": stage_data,
+    "rm_engagement": stage_rm_engagement,
+    "samples": stage_samples,
+    "pairs": stage_pairs,
+    "encode": stage_encode,
+    "train": stage_train,
+    "eval_preference": stage_eval_preference,
+    "eval_generation": stage_eval_generation,
+}

@@ -1,0 +1,70 @@
+"""`python -m mtalign_jax.demo --quick`: the three outputs exist, every number in results.json is
+finite, and a rerun resumes from the cached stages (much faster, nothing recomputed)."""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _numbers(obj, path="results"):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield path, obj
+    elif obj is None:
+        yield path, float("nan")  # report.py writes a non-finite float as null
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+
+
+def _run(workdir):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mtalign_jax.demo", "--quick", "--workdir",
+                           str(workdir)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return time.perf_counter() - t, proc
+
+
+@pytest.mark.heavy
+def test_demo_quick_outputs_and_resume(tmp_path):
+    first_s, _ = _run(tmp_path)
+    for name in ("results.md", "results.json", "tradeoff.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    res = json.loads((tmp_path / "results.json").read_text())
+    bad = [p for p, v in _numbers(res) if not (isinstance(v, (int, float)) and math.isfinite(v))]
+    assert not bad, bad
+    assert 0 < res["run_seconds"] <= first_s
+    stages = ["data", "rm_engagement", "samples", "pairs", "encode", "train",
+              "eval_preference", "eval_generation"]
+    assert list(res["stage_seconds"]) == stages
+    assert not any(res["stage_cached"].values())
+    gen = res["generation"]
+    assert {"Base", "DPO (accuracy only)", "DPO (engagement only)", "DPO (mixed data)",
+            "MAH-DPO w=(1,0)", "MAH-DPO w=(0.5,0.5)", "MAH-DPO w=(0,1)",
+            "MAH-DPO w=(0.5,0.5) + guided decoding"} <= set(gen)
+    for m in gen.values():
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["engagement"] <= 1.0
+    assert set(res["reward_models"]) == {"labeller", "guide", "judge", "accuracy_guide"}
+    md = (tmp_path / "results.md").read_text()
+    assert "| MAH-DPO w=(0.5,0.5) + guided decoding |" in md and "SFT is skipped" in md
+    assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    second_s, proc = _run(tmp_path)
+    res2 = json.loads((tmp_path / "results.json").read_text())
+    assert all(res2["stage_cached"].values()), res2["stage_cached"]
+    assert res2["stage_seconds"] == res["stage_seconds"]  # the cached stages' own times
+    assert res2["generation"] == res["generation"]
+    assert second_s < 0.5 * first_s, (second_s, first_s)
+    assert "stage train: cached" in proc.stdout
