@@ -1,0 +1,96 @@
+"""The benchmark harness end to end on the tiny preset (`--quick --smoke`).
+
+Speed is never asserted here (DESIGN.md section 7); this checks that every case produces a
+result with the issue's schema, that the PyTorch baseline does the same work as ours (its
+first-step loss on the same weights and batch equals ours to 1e-4), and that the committed
+benchmarks/results.json is left alone.
+"""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from mtalign_jax.models.presets import get_preset
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+FIELDS = ("bench", "model", "heads", "pairs", "seq_len", "dtype", "variant", "seconds",
+          "baseline_seconds", "ratio", "peak_rss_mb")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    committed = ROOT / "benchmarks" / "results.json"
+    before = committed.read_bytes() if committed.exists() else None
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--smoke", "--out", str(out)],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    after = committed.read_bytes() if committed.exists() else None
+    return json.loads(out.read_text()), proc.stdout, before, after
+
+
+@pytest.mark.slow
+def test_schema_and_machine(smoke):
+    data, stdout, _, _ = smoke
+    m = data["machine"]
+    assert m["cores"] == os.cpu_count()
+    assert m["command"] == "python -m benchmarks.run --quick --smoke"
+    for key in ("cpu", "jax", "torch", "date"):
+        assert m[key], key
+    benches = {r["bench"] for r in data["results"]}
+    assert benches == {"matmul_peak", "mahdpo_step", "mahdpo_memory", "inference_mixed_heads",
+                       "param_memory", "sampling_throughput"}
+    for r in data["results"]:
+        assert set(FIELDS) <= set(r), r
+    assert "| mahdpo_step | tiny | 2 | precomputed_ref |" in stdout
+
+
+@pytest.mark.slow
+def test_mahdpo_step_results_and_same_loss(smoke):
+    data = smoke[0]
+    step = [r for r in data["results"] if r["bench"] == "mahdpo_step"]
+    assert sorted(r["variant"] for r in step) == ["all_heads", "live_ref", "precomputed_ref"]
+    for r in step:
+        assert (r["model"], r["heads"], r["pairs"], r["seq_len"], r["dtype"]) == (
+            "tiny", 2, 4, 128, "float32")
+        assert r["seconds"] > 0 and r["baseline_seconds"] > 0 and r["compile_seconds"] > 0
+        assert r["ratio"] == pytest.approx(r["baseline_seconds"] / r["seconds"])
+        assert r["peak_rss_mb"] > 0 and r["baseline_peak_rss_mb"] > 0
+        assert 0 < r["mfu"] == pytest.approx(r["flops_per_second"] / data["results"][0][
+            "flops_per_second"])
+        # the same work: first-step loss of the torch baseline equals ours on the same batch
+        assert abs(r["loss"] - r["baseline_loss"]) <= 1e-4, r
+        # heads really differ in smoke (noise 0.1), so the loss is far from log 2
+        assert abs(r["loss"] - math.log(2)) > 1e-2
+    live = next(r for r in step if r["variant"] == "live_ref")
+    pre = next(r for r in step if r["variant"] == "precomputed_ref")
+    assert live["flops"] == pytest.approx(pre["flops"] * 4 / 3)  # + one forward F of 3F
+
+
+@pytest.mark.slow
+def test_memory_results(smoke):
+    data = smoke[0]
+    by = {r["bench"]: r for r in data["results"]}
+    mem = by["mahdpo_memory"]
+    assert mem["heads"] == 2 and mem["peak_mb"] > 0 and mem["baseline_peak_mb"] > 0
+    inf = by["inference_mixed_heads"]
+    assert inf["compiled_peak_mb"] > 0 and inf["baseline_compiled_peak_mb"] > 0
+    pm = by["param_memory"]
+    # every big leaf sharded 8 ways (only tiny bias/norm leaves may replicate)
+    assert pm["param_mb"] / 8 <= pm["per_device_param_mb"] <= pm["param_mb"] / 8 * 1.01
+    assert pm["per_device_opt_mb"] == pytest.approx(pm["per_device_param_mb"], rel=1e-6)
+    assert pm["params"] == get_preset("qwen2.5-7b-instruct").num_params(num_heads=2)
+    samp = by["sampling_throughput"]
+    assert samp["tokens_per_second"] > 0 and samp["baseline_tokens_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_committed_results_untouched(smoke):
+    _, _, before, after = smoke
+    assert before == after
