@@ -27,7 +27,7 @@ class DemoConfig:
     # encoding
     max_len: int = 128
     max_prompt_len: int = 80
-    resp_len: int = 64
+    resp_len: int = 128  # = max_len: a short prompt leaves room for a response that long
     sample_batch: int = 64
     encode_batch: int = 16
     # training
