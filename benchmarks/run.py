@@ -59,6 +59,11 @@ def plan(quick: bool, smoke: bool) -> dict:
                                 "mesh": {"fsdp": 16, "model": 4}}]),
         "sampling": dict(common, batch=4, prompt_len=32, new_tokens=16 if smoke else 64),
         "matmul": {"n": 256 if smoke else 2048, "reps": 5},
+        # guided decoding, cache vs re-encode (quick: the shortest case, the paper's baseline)
+        "guided": dict(common, k=5, step_tokens=8 if smoke else 48,
+                       steps=[2] if smoke else ([5] if quick else [5, 10, 20]),
+                       modes=["reencode_each"] if quick else ["reencode", "reencode_each"],
+                       reps=1 if (smoke or quick) else 2),
     }
 
 
@@ -208,6 +213,27 @@ def sampling_results(p: dict, log) -> list[dict]:
         baseline_tokens_per_second=base["tokens_per_second"], same_tokens_fraction=same)]
 
 
+def guided_results(p: dict, log) -> list[dict]:
+    """bench `guided_decoding`: continuing cache vs re-encoding the prefix, same tokens."""
+    out = []
+    keys = ("model", "seed", "k", "step_tokens", "warmup", "reps")
+    for n in p["steps"]:
+        spec = dict({key: p[key] for key in keys}, steps=n)
+        ours = run_case("benchmarks.guided:case", dict(spec, mode="cache"), log)
+        for mode in p["modes"]:
+            base = run_case("benchmarks.guided:case", dict(spec, mode=mode), log)
+            out.append(result(
+                bench="guided_decoding", model=p["model"], heads=1, pairs=None, batch=1,
+                seq_len=ours["prompt_tokens"] + len(ours["tokens"]), dtype="float32",
+                variant=f"cache_vs_{mode}", k=p["k"], steps=n, step_tokens=p["step_tokens"],
+                prompt_tokens=ours["prompt_tokens"], seconds=ours["seconds"],
+                baseline_seconds=base["seconds"], ratio=base["seconds"] / ours["seconds"],
+                peak_rss_mb=ours["peak_rss_mb"], baseline_peak_rss_mb=base["peak_rss_mb"],
+                same_tokens=ours["tokens"] == base["tokens"], steps_done=ours["steps_done"],
+                all_seconds=ours["all_seconds"], baseline_all_seconds=base["all_seconds"]))
+    return out
+
+
 # ----------------------------------------------------------------------------- reporting
 
 
@@ -287,6 +313,7 @@ def main(argv=None) -> int:
     results += inference_results(p["inference"], log)
     results += param_memory_results(p["param_memory"], log)
     results += sampling_results(p["sampling"], log)
+    results += guided_results(p["guided"], log)
 
     command = "python -m benchmarks.run" + "".join(
         f" {a}" for a, on in (("--quick", args.quick), ("--smoke", args.smoke)) if on)

@@ -38,7 +38,8 @@ def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str
     """One best-vs-worst pair per prompt; ties dropped and counted.
 
     examples[i] holds the prompt (`prompt`) and metadata; responses[i] / scores[i] its N
-    samples and their scores. Returns (pairs, {"prompts", "pairs", "ties"}).
+    samples and their scores. Returns (pairs, {"prompts", "pairs", "ties"}); a pair records
+    which samples it holds (`chosen_sample`, `rejected_sample`: indices into responses[i]).
     """
     if not len(examples) == len(responses) == len(scores):
         raise ValueError(f"pairs_from_scores: {len(examples)} examples, {len(responses)} "
@@ -56,7 +57,8 @@ def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str
         meta = {k: v for k, v in ex.items() if k not in ("prompt", "chosen", "rejected")}
         pairs.append({"prompt": ex["prompt"], "chosen": resp[hi], "rejected": resp[lo],
                       "objective": objective, "chosen_score": float(sc[hi]),
-                      "rejected_score": float(sc[lo]), **meta})
+                      "rejected_score": float(sc[lo]), "chosen_sample": hi,
+                      "rejected_sample": lo, **meta})
     return pairs, {"prompts": len(examples), "pairs": len(pairs), "ties": ties}
 
 

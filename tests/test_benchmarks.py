@@ -45,7 +45,7 @@ def test_schema_and_machine(smoke):
         assert m[key], key
     benches = {r["bench"] for r in data["results"]}
     assert benches == {"matmul_peak", "mahdpo_step", "mahdpo_memory", "inference_mixed_heads",
-                       "param_memory", "sampling_throughput"}
+                       "param_memory", "sampling_throughput", "guided_decoding"}
     for r in data["results"]:
         assert set(FIELDS) <= set(r), r
     assert "| mahdpo_step | tiny | 2 | precomputed_ref |" in stdout
@@ -88,6 +88,18 @@ def test_memory_results(smoke):
     assert pm["params"] == get_preset("qwen2.5-7b-instruct").num_params(num_heads=2)
     samp = by["sampling_throughput"]
     assert samp["tokens_per_second"] > 0 and samp["baseline_tokens_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_guided_results(smoke):
+    guided = [r for r in smoke[0]["results"] if r["bench"] == "guided_decoding"]
+    assert [(r["variant"], r["steps"], r["k"]) for r in guided] == [
+        ("cache_vs_reencode_each", 2, 5)]
+    for r in guided:
+        assert r["steps_done"] == r["steps"]
+        assert r["same_tokens"], r  # the cache path keeps the tokens the baseline keeps
+        assert r["seconds"] > 0 and r["ratio"] == pytest.approx(
+            r["baseline_seconds"] / r["seconds"])
 
 
 @pytest.mark.slow

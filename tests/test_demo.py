@@ -68,3 +68,37 @@ def test_demo_quick_outputs_and_resume(tmp_path):
     assert res2["generation"] == res["generation"]
     assert second_s < 0.5 * first_s, (second_s, first_s)
     assert "stage train: cached" in proc.stdout
+
+
+def test_sampler_keeps_the_activations_encoding_gives(tmp_path):
+    """The demo trains DPO on the lower activations its sampler kept: on the tiny preset they
+    equal encoding prompt + sample with the lower trunk (1e-5), and the RM features too."""
+    import jax
+    import numpy as np
+
+    from mtalign_jax.data.tokenizer import ByteTokenizer
+    from mtalign_jax.demo import rewards, sampler
+    from mtalign_jax.models.model import CausalLM, init_params
+    from mtalign_jax.models.presets import get_preset
+    from mtalign_jax.models.split import split_model, split_params
+
+    cfg = get_preset("tiny")
+    params = init_params(CausalLM(cfg, 1), jax.random.PRNGKey(0))
+    lower, upper = split_model(cfg, 1)
+    lo_p, up_p = split_params(params["trunk"], 1)
+    tok = ByteTokenizer()
+    prompts = [tok.encode_chat([{"role": "user", "content": t}]) for t in ("hi", "two plus 2?")]
+    pol = sampler.Policy(upper_params=up_p, head=params["heads"]["kernel"][0])
+    s = sampler.generate(lower, upper, lo_p, pol, tok, prompts, max_new_tokens=6, n=2,
+                         temperature=1.0, top_k=20, rng=jax.random.PRNGKey(1), batch_size=4,
+                         keep_acts=True)
+    assert len(s.tokens) == 4 and s.prompt_ids[2] == prompts[1]
+    seqs = [(s.prompt_ids[i] + s.tokens[i], [-100] * len(s.prompt_ids[i]) + s.tokens[i])
+            for i in range(4)]
+    feats, acts = rewards.encode_lower(lower, lo_p, seqs, length=64, pad_id=tok.pad_id,
+                                       batch_size=4, keep_activations=True)
+    for i, (ids, _) in enumerate(seqs):
+        kept = np.concatenate([s.prompt_x[i], s.resp_x[i]])
+        np.testing.assert_allclose(kept, acts[i, :len(ids)], atol=1e-5)
+        assert not acts[i, len(ids):].any()  # zeros past the end
+    np.testing.assert_allclose(s.features(), feats, atol=1e-5)

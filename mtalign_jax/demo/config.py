@@ -27,7 +27,6 @@ class DemoConfig:
     # encoding
     max_len: int = 128
     max_prompt_len: int = 80
-    resp_len: int = 128  # = max_len: a short prompt leaves room for a response that long
     sample_batch: int = 64
     encode_batch: int = 16
     # training
@@ -57,4 +56,4 @@ def quick() -> DemoConfig:
                       acc_heldout_prompts=4, eng_heldout_pairs=8, rm_pairs=12, eval_prompts=4,
                       sample_batch=8, encode_batch=8, steps=2, pairs_per_step=2, guide_k=2,
                       step_tokens=4, guide_batch=4, max_len=96, max_prompt_len=64,
-                      resp_len=32, quick=True)
+                      quick=True)

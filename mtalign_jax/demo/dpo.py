@@ -46,12 +46,13 @@ class PairSet:
                 "ref_chosen": self.ref[pairs, 0], "ref_rejected": self.ref[pairs, 1]}
 
 
-def response_positions(labels: np.ndarray, resp_len: int):
-    """(resp_idx, resp_labels) [N, resp_len] of right-padded labels [N, T]."""
-    idx, lab = response_view(labels, bucket=resp_len)
-    if idx.shape[1] != resp_len:
-        raise ValueError(f"a response is longer than resp_len={resp_len}")
-    return idx, lab
+RESP_BUCKET = 16
+
+
+def response_positions(labels: np.ndarray):
+    """(resp_idx, resp_labels) [N, R] of right-padded labels [N, T]; R = the longest response
+    rounded up to `RESP_BUCKET` (the head runs on R positions a row: keep R tight)."""
+    return response_view(labels, bucket=RESP_BUCKET)
 
 
 def hidden_fn(upper):

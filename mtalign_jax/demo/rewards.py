@@ -122,28 +122,41 @@ def _lower_forward(lower, lo_p, ids, mask):
     return x
 
 
+ENCODE_BUCKET = 32  # batches are padded to a multiple of this many tokens (few compiles)
+
+
 def encode_lower(lower, lo_p, seqs, *, length: int, pad_id: int, batch_size: int = 16,
                  keep_activations: bool = False, progress=None):
-    """Run the lower trunk once over right-padded (ids, labels) rows of one static `length`.
+    """Run the lower trunk once over (ids, labels) rows of at most `length` tokens.
 
-    Returns (features [N, 2D] as `LinearRM` reads them, activations [N, length, D] float32 or
-    None). The response tokens are those with a label (!= -100); the last is the last real one.
+    Rows are encoded in order of length, each batch right-padded only to its longest row
+    (rounded up to `ENCODE_BUCKET`): right padding leaves the real positions' activations
+    unchanged, and the padding is the cost that matters here (chat rows are ~half of `length`).
+    Returns (features [N, 2D] as `LinearRM` reads them, activations [N, length, D] float32 with
+    zeros past each row's end, or None), in the input order. The response tokens are those with
+    a label (!= -100); the last is the last real one.
     """
-    feats, acts = [], []
-    for i in range(0, len(seqs), batch_size):
-        chunk = list(seqs[i:i + batch_size])
+    n = len(seqs)
+    order = np.argsort([len(s[0]) for s in seqs], kind="stable")
+    feats = np.zeros((n, 2 * lower.cfg.d_model), np.float32)
+    acts = np.zeros((n, length, lower.cfg.d_model), np.float32) if keep_activations else None
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        chunk = [seqs[j] for j in idx]
         real = len(chunk)
         chunk = chunk + [chunk[0]] * (batch_size - real)
-        b = pipeline.pad_rows(chunk, length, pad_id)
+        t = min(length, -(-max(len(s[0]) for s in chunk) // ENCODE_BUCKET) * ENCODE_BUCKET)
+        b = pipeline.pad_rows(chunk, t, pad_id)
         x = np.asarray(_lower_forward(lower, lo_p, b["input_ids"], b["attention_mask"]),
                        np.float32)[:real]
+        real_mask = b["attention_mask"][:real, :, None]
         resp = (b["labels"][:real] != -100)
         last = b["attention_mask"][:real].sum(1) - 1
         f_last = x[np.arange(real), last]
         f_mean = (x * resp[..., None]).sum(1) / np.maximum(resp.sum(1), 1)[:, None]
-        feats.append(np.concatenate([f_last, f_mean], axis=1))
+        feats[idx] = np.concatenate([f_last, f_mean], axis=1)
         if keep_activations:
-            acts.append(x)
+            acts[idx, :t] = x * real_mask
         if progress:
             progress(real)
-    return np.concatenate(feats), (np.concatenate(acts) if keep_activations else None)
+    return feats, acts

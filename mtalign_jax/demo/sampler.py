@@ -47,6 +47,7 @@ class State:
     feat_sum: jax.Array  # [B, D]
     lengths: jax.Array  # [B] int32 tokens emitted
     tokens: jax.Array  # [B, N] int32 emitted tokens (pad after)
+    xs: jax.Array  # [B, N, D] lower activations of the emitted tokens ([B, 0, D]: not kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,19 +58,31 @@ class Policy:
     head: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("lower", "upper", "n_new", "slots", "pad_id"))
-def _prefill(lower: TrunkPart, upper: TrunkPart, lo_p, up_p, head, ids, mask, done, *,
-             n_new, slots, pad_id):
-    b, t = ids.shape
-    c_lo = init_cache(lower.cfg, b, t + slots)
-    c_up = init_cache(upper.cfg, b, t + slots)
+@functools.partial(jax.jit, static_argnames=("lower", "cache_len"))
+def _prefill_lower(lower: TrunkPart, lo_p, ids, mask, *, cache_len):
+    """The frozen lower trunk over left-padded prompts [B, T]: (its cache, x [B, T, D])."""
+    c_lo = init_cache(lower.cfg, ids.shape[0], cache_len)
     x, c_lo = lower.apply({"params": lo_p}, ids, attention_mask=mask, cache=c_lo)
+    return c_lo, x
+
+
+@functools.partial(jax.jit, static_argnames=("upper", "n_new", "pad_id", "keep_acts"))
+def _prefill_upper(upper: TrunkPart, up_p, head, c_lo: KVCache, x, mask, done, rows, *, n_new,
+                   pad_id, keep_acts=False):
+    """A policy's top layers over the shared lower prefill, rows[r] = the prompt of row r
+    (so one prompt's lower prefill serves several samples and several policies)."""
+    c_lo = c_lo.replace(k=c_lo.k[:, rows], v=c_lo.v[:, rows], valid=c_lo.valid[rows],
+                        pos=c_lo.pos[rows])
+    x, mask, done = x[rows], mask[rows], done[rows]
+    b = x.shape[0]
+    c_up = init_cache(upper.cfg, b, c_lo.max_len)
     h, c_up = upper.apply({"params": up_p}, x, attention_mask=mask, cache=c_up)
     last = jnp.dot(h[:, -1], head, preferred_element_type=jnp.float32)
     return State(lo=c_lo, up=c_up, last=last, done=done, feat_last=x[:, -1].astype(jnp.float32),
                  feat_sum=jnp.zeros_like(x[:, -1], jnp.float32),
                  lengths=jnp.zeros((b,), jnp.int32),
-                 tokens=jnp.full((b, n_new), pad_id, jnp.int32))
+                 tokens=jnp.full((b, n_new), pad_id, jnp.int32),
+                 xs=jnp.zeros((b, n_new if keep_acts else 0, x.shape[-1]), jnp.float32))
 
 
 @functools.partial(
@@ -102,13 +115,14 @@ def _run(lower: TrunkPart, upper: TrunkPart, lo_p, up_p, head, state: State, rng
         x0 = x[:, 0].astype(jnp.float32)
         col = jnp.where(live, s.lengths, n_new)  # out of range -> dropped
         tokens = s.tokens.at[jnp.arange(b), col].set(tok, mode="drop")
+        xs = s.xs.at[jnp.arange(b), col].set(x0, mode="drop") if s.xs.shape[1] else s.xs
         lengths = s.lengths + live.astype(jnp.int32)
         done = s.done | (live & (jnp.isin(tok, stops) | (lengths >= n_new)))
         paused = paused | (live & jnp.isin(tok, pauses))
         s = State(lo=lo, up=up, last=jnp.where(live[:, None], logits, s.last), done=done,
                   feat_last=jnp.where(live[:, None], x0, s.feat_last),
                   feat_sum=s.feat_sum + jnp.where(live[:, None], x0, 0.0),
-                  lengths=lengths, tokens=tokens)
+                  lengths=lengths, tokens=tokens, xs=xs)
         return step + 1, s, paused
 
     _, state, _ = jax.lax.while_loop(
@@ -125,7 +139,7 @@ def _take_rows(state: State, rows: jax.Array) -> State:
     return state.replace(lo=cache(state.lo), up=cache(state.up), last=take(state.last, 0),
                          done=take(state.done, 0), feat_last=take(state.feat_last, 0),
                          feat_sum=take(state.feat_sum, 0), lengths=take(state.lengths, 0),
-                         tokens=take(state.tokens, 0))
+                         tokens=take(state.tokens, 0), xs=take(state.xs, 0))
 
 
 _take_rows_jit = jax.jit(_take_rows)  # shapes change (repeat): nothing to donate
@@ -133,61 +147,110 @@ _take_rows_jit = jax.jit(_take_rows)  # shapes change (repeat): nothing to donat
 
 @dataclasses.dataclass
 class Samples:
-    """Host results for N rows: token lists, decoded texts and the lower-trunk features."""
+    """Host results for N rows: token lists, decoded texts and the lower-trunk features; with
+    `keep_acts`, also every row's prompt ids and the lower activations of its prompt and of its
+    emitted tokens (what DPO on the frozen lower trunk reads: no re-encoding of samples)."""
 
     tokens: list
     texts: list
     feat_last: np.ndarray  # [N, D]
     feat_mean: np.ndarray  # [N, D]
+    prompt_ids: Optional[list] = None  # [N] lists of the prompt's token ids
+    prompt_x: Optional[list] = None  # [N] arrays [len(prompt), D] (rows of a prompt share one)
+    resp_x: Optional[list] = None  # [N] arrays [len(tokens[i]), D]
 
     def features(self) -> np.ndarray:
         """[N, 2D]: last-token and mean-over-response lower activations (`rewards.py`)."""
         return np.concatenate([self.feat_last, self.feat_mean], axis=1)
 
 
-def _results(state: State, n: int, tok) -> Samples:
+def _results(state: State, n: int, tok, prompts=None, prompt_x=None, per: int = 1) -> Samples:
+    """The first n rows; `prompts` / `prompt_x` [P, T, D] (left-padded) with `per` rows a prompt
+    when the activations were kept."""
     toks, lengths = np.asarray(state.tokens)[:n], np.asarray(state.lengths)[:n]
     rows = [toks[i, :lengths[i]].tolist() for i in range(n)]
     fsum = np.asarray(state.feat_sum)[:n]
     fmean = fsum / np.maximum(lengths, 1)[:, None]
-    return Samples(tokens=rows, texts=[tok.decode(r, skip_special=True) for r in rows],
-                   feat_last=np.asarray(state.feat_last)[:n], feat_mean=fmean)
+    out = Samples(tokens=rows, texts=[tok.decode(r, skip_special=True) for r in rows],
+                  feat_last=np.asarray(state.feat_last)[:n], feat_mean=fmean)
+    if prompt_x is not None:
+        xs = np.asarray(state.xs)[:n]
+        px = np.asarray(prompt_x, np.float32)
+        out.prompt_ids = [list(prompts[i // per]) for i in range(n)]
+        out.prompt_x = [px[i // per, px.shape[1] - len(prompts[i // per]):] for i in range(n)]
+        out.resp_x = [xs[i, :lengths[i]] for i in range(n)]
+    return out
 
 
-PROMPT_BUCKET = 128  # one prompt length (a multiple for longer batches): one compile
+PROMPT_BUCKETS = (32, 64, 96, 128, 160)  # left-padded prompt lengths (multiples beyond)
+CACHE_PROMPT = 160  # cache slots reserved for the prompt: one cache shape, one compiled loop
 
 
-def _pad_batch(prompts, pad_id, batch_size):
-    ids, mask = pad_prompts(prompts, pad_id, (PROMPT_BUCKET,))
+def _pad_batch(prompts, pad_id, n_rows):
+    """Left-pad prompts to their bucket, then pad the batch to `n_rows` prompts (marked done)."""
+    ids, mask = pad_prompts(prompts, pad_id, PROMPT_BUCKETS)
     n = len(prompts)
-    b = bucket_size(n, (batch_size,)) if n <= batch_size else n
-    ids = np.concatenate([ids, np.full((b - n, ids.shape[1]), pad_id, np.int32)])
-    mask = np.concatenate([mask, np.zeros((b - n, mask.shape[1]), np.int32)])
-    return ids, mask, np.arange(b) >= n
+    ids = np.concatenate([ids, np.full((n_rows - n, ids.shape[1]), pad_id, np.int32)])
+    mask = np.concatenate([mask, np.zeros((n_rows - n, mask.shape[1]), np.int32)])
+    return ids, mask, np.arange(n_rows) >= n
+
+
+def _concat(parts: Sequence[Samples]) -> Samples:
+    cat = lambda f: (None if getattr(parts[0], f) is None  # noqa: E731
+                     else sum((getattr(s, f) for s in parts), []))
+    return Samples(tokens=cat("tokens"), texts=cat("texts"),
+                   feat_last=np.concatenate([s.feat_last for s in parts]),
+                   feat_mean=np.concatenate([s.feat_mean for s in parts]),
+                   prompt_ids=cat("prompt_ids"), prompt_x=cat("prompt_x"), resp_x=cat("resp_x"))
+
+
+def generate_many(lower, upper, lo_p, policies: dict, tok, prompts: Sequence[Sequence[int]], *,
+                  max_new_tokens: int, rng, n: int = 1, temperature: float = 0.0,
+                  top_k: int = 0, batch_size: int = 64, keep_acts: bool = False,
+                  progress: Optional[Callable] = None) -> dict:
+    """Complete every prompt (token ids) `n` times under each policy {name: Policy}.
+
+    Batches of `batch_size // n` prompts: the frozen lower trunk prefills a batch once, and
+    every policy and every one of the n samples continues from that prefill (rows of one
+    prompt are adjacent: row i*n + j is sample j of prompt i). Returns {name: Samples}
+    (`keep_acts`: with the prompts' and samples' lower activations, `Samples`).
+    """
+    if batch_size % n:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of n={n}")
+    per = batch_size // n
+    stop = tuple(sorted({tok.eos_id, tok.im_end_id}))
+    cache_len = CACHE_PROMPT + max_new_tokens
+    out = {name: [] for name in policies}
+    rows = jnp.asarray(np.repeat(np.arange(per), n))
+    for i in range(0, len(prompts), per):
+        chunk = prompts[i:i + per]
+        ids, mask, done = _pad_batch(chunk, tok.pad_id, per)
+        c_lo, x = _prefill_lower(lower, lo_p, ids, mask,
+                                 cache_len=max(cache_len, ids.shape[1] + max_new_tokens))
+        for pi, (name, pol) in enumerate(policies.items()):
+            state = _prefill_upper(upper, pol.upper_params, pol.head, c_lo, x, mask,
+                                   jnp.asarray(done), rows, n_new=max_new_tokens,
+                                   pad_id=tok.pad_id, keep_acts=keep_acts)
+            state = _run(lower, upper, lo_p, pol.upper_params, pol.head, state,
+                         jax.random.fold_in(rng, i), jnp.asarray(max_new_tokens, jnp.int32),
+                         temperature=float(temperature), top_k=int(top_k), stop_ids=stop,
+                         pause_ids=(), pad_id=tok.pad_id)
+            out[name].append(_results(state, len(chunk) * n, tok, chunk,
+                                      x if keep_acts else None, n))
+            if progress:
+                progress(len(chunk))
+    return {name: _concat(parts) for name, parts in out.items()}
 
 
 def generate(lower, upper, lo_p, policy: Policy, tok, prompts: Sequence[Sequence[int]], *,
-             max_new_tokens: int, rng, temperature: float = 0.0, top_k: int = 0,
-             batch_size: int = 64, progress: Optional[Callable] = None) -> Samples:
-    """Complete every prompt (token ids) in batches of `batch_size` rows (the last one padded)."""
-    stop = (tok.eos_id, tok.im_end_id)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        ids, mask, done = _pad_batch(chunk, tok.pad_id, batch_size)
-        state = _prefill(lower, upper, lo_p, policy.upper_params, policy.head, ids, mask,
-                         jnp.asarray(done), n_new=max_new_tokens, slots=max_new_tokens,
-                         pad_id=tok.pad_id)
-        state = _run(lower, upper, lo_p, policy.upper_params, policy.head, state,
-                     jax.random.fold_in(rng, i), jnp.asarray(max_new_tokens, jnp.int32),
-                     temperature=float(temperature), top_k=int(top_k),
-                     stop_ids=tuple(sorted(set(stop))), pause_ids=(), pad_id=tok.pad_id)
-        out.append(_results(state, len(chunk), tok))
-        if progress:
-            progress(len(chunk))
-    return Samples(tokens=sum((s.tokens for s in out), []), texts=sum((s.texts for s in out), []),
-                   feat_last=np.concatenate([s.feat_last for s in out]),
-                   feat_mean=np.concatenate([s.feat_mean for s in out]))
+             max_new_tokens: int, rng, n: int = 1, temperature: float = 0.0, top_k: int = 0,
+             batch_size: int = 64, keep_acts: bool = False,
+             progress: Optional[Callable] = None) -> Samples:
+    """`generate_many` with one policy."""
+    return generate_many(lower, upper, lo_p, {"policy": policy}, tok, prompts,
+                         max_new_tokens=max_new_tokens, rng=rng, n=n, temperature=temperature,
+                         top_k=top_k, batch_size=batch_size, keep_acts=keep_acts,
+                         progress=progress)["policy"]
 
 
 def step_delimiters(tok) -> tuple[int, ...]:
@@ -213,9 +276,11 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
         chunk = prompts[i:i + batch_size]
         ids, mask, done = _pad_batch(chunk, tok.pad_id, batch_size)
         b = ids.shape[0]
-        state = _prefill(lower, upper, lo_p, policy.upper_params, policy.head, ids, mask,
-                         jnp.asarray(done), n_new=max_new_tokens, slots=slots, pad_id=tok.pad_id)
-        state = _take_rows_jit(state, jnp.repeat(jnp.arange(b), k))  # K copies of each prompt
+        c_lo, x = _prefill_lower(lower, lo_p, ids, mask,
+                                 cache_len=max(CACHE_PROMPT, ids.shape[1]) + slots)
+        state = _prefill_upper(upper, policy.upper_params, policy.head, c_lo, x, mask,
+                               jnp.asarray(done), jnp.repeat(jnp.arange(b), k),
+                               n_new=max_new_tokens, pad_id=tok.pad_id)  # K copies of a prompt
         step = 0
         while not bool(jnp.all(state.done)):
             state = _run(lower, upper, lo_p, policy.upper_params, policy.head, state,
@@ -235,6 +300,4 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
         outs.append(_results(one, len(chunk), tok))
         if progress:
             progress(len(chunk))
-    return Samples(tokens=sum((s.tokens for s in outs), []), texts=sum((s.texts for s in outs), []),
-                   feat_last=np.concatenate([s.feat_last for s in outs]),
-                   feat_mean=np.concatenate([s.feat_mean for s in outs])), n_steps
+    return _concat(outs), n_steps

@@ -110,22 +110,28 @@ def stage_data(ctx: Context) -> dict:
 
 
 def _encode_pairs(ctx: Context, rows: list[dict], desc: str, keep: bool):
-    """Lower-trunk features (and activations) of pair rows: chosen rows then rejected rows."""
+    """Lower-trunk features (and activations) of pair rows: chosen rows then rejected rows.
+    A sequence shared by several pairs (one sample against several others) is encoded once."""
     from mtalign_jax.training.task_preference import encode_pairs
 
     c, b = ctx.cfg, ctx.base
     seqs = encode_pairs(rows, ctx.tok, c.max_len, c.max_prompt_len)
-    with ctx.bar(len(seqs), desc) as bar:
-        feats, acts = rewards.encode_lower(b["lower"], b["lo_p"], seqs, length=c.max_len,
+    uniq, where = {}, []
+    for ids, labels in seqs:
+        where.append(uniq.setdefault((tuple(ids), tuple(labels)), len(uniq)))
+    where = np.asarray(where, np.int64)
+    useqs = [(list(ids), list(labels)) for ids, labels in uniq]
+    with ctx.bar(len(useqs), f"{desc} ({len(seqs)} sequences, {len(useqs)} distinct)") as bar:
+        feats, acts = rewards.encode_lower(b["lower"], b["lo_p"], useqs, length=c.max_len,
                                            pad_id=ctx.tok.pad_id, batch_size=c.encode_batch,
                                            keep_activations=keep, progress=bar.update)
-    out = {"feats": feats}
+    out = {"feats": feats[where]}
     if keep:
         from mtalign_jax.data import pipeline
 
         padded = pipeline.pad_rows(seqs, c.max_len, ctx.tok.pad_id)
-        idx, lab = dpo.response_positions(padded["labels"], c.resp_len)
-        out.update(x=acts, attention_mask=padded["attention_mask"], resp_idx=idx,
+        idx, lab = dpo.response_positions(padded["labels"])
+        out.update(x=acts[where], attention_mask=padded["attention_mask"], resp_idx=idx,
                    resp_labels=lab)
     return out
 
@@ -161,19 +167,21 @@ def _base_policy(ctx: Context) -> sampler.Policy:
 
 
 def _sample(ctx: Context, prompts: list[str], policy: sampler.Policy, n: int, desc: str,
-            temperature: float, rng) -> sampler.Samples:
+            temperature: float, rng, keep_acts: bool = False) -> sampler.Samples:
     b, c = ctx.base, ctx.cfg
-    ids = [_chat(ctx.tok, p) for p in prompts for _ in range(n)]
+    ids = [_chat(ctx.tok, p) for p in prompts]
     with ctx.bar(len(ids), desc) as bar:
         return sampler.generate(b["lower"], b["upper"], b["lo_p"], policy, ctx.tok, ids,
-                                max_new_tokens=c.max_new_tokens, rng=rng,
+                                max_new_tokens=c.max_new_tokens, rng=rng, n=n,
                                 temperature=temperature, top_k=50 if temperature else 0,
-                                batch_size=c.sample_batch, progress=bar.update)
+                                batch_size=c.sample_batch, keep_acts=keep_acts,
+                                progress=bar.update)
 
 
 def stage_samples(ctx: Context) -> dict:
     """The base model's own samples (temperature 1, top-k 50): N per training prompt of each
-    objective, N per held-out arithmetic prompt; features come from the sampling pass."""
+    objective, N per held-out arithmetic prompt. The RM features and the lower-trunk
+    activations that DPO reads (`samples`) come from the sampling pass itself."""
     c, d = ctx.cfg, ctx.results["data"]
     rng = jax.random.PRNGKey(c.seed)
     out = {}
@@ -181,9 +189,11 @@ def stage_samples(ctx: Context) -> dict:
                                       ("accuracy/heldout", d["arith"]["heldout"]),
                                       ("engagement/train", d["eng"]["train"]))):
         s = _sample(ctx, [r["prompt"] for r in rows], _base_policy(ctx), c.samples_per_prompt,
-                    f"sample {name}", 1.0, jax.random.fold_in(rng, i))
+                    f"sample {name}", 1.0, jax.random.fold_in(rng, i), keep_acts=True)
         out[name] = {"texts": s.texts, "feats": s.features(),
-                     "tokens": int(sum(len(t) for t in s.tokens))}
+                     "tokens": int(sum(len(t) for t in s.tokens)),
+                     "samples": {"prompt_ids": s.prompt_ids, "ids": s.tokens,
+                                 "prompt_x": s.prompt_x, "x": s.resp_x}}
     return out
 
 
@@ -204,11 +214,12 @@ def _add_gold_pairs(pairs: list, rows, texts, correct, n: int, need: int) -> int
     for i, r in enumerate(rows):
         if len(pairs) >= need:
             break
-        wrong = [texts[i * n + j] for j in range(n) if correct[i * n + j] < 0.5]
+        wrong = [j for j in range(n) if correct[i * n + j] < 0.5]
         if wrong:
             pairs.append({"prompt": r["prompt"], "chosen": f"The answer is {r['answer']}.",
-                          "rejected": wrong[0], "objective": "accuracy",
-                          "answer": r["answer"], "gold": True})
+                          "rejected": texts[i * n + wrong[0]], "objective": "accuracy",
+                          "answer": r["answer"], "gold": True, "prompt_index": i,
+                          "chosen_sample": None, "rejected_sample": wrong[0]})
             added += 1
     return added
 
@@ -225,14 +236,16 @@ def stage_pairs(ctx: Context) -> dict:
     acc_rows = d["arith"]["train"]
     acc_texts = s["accuracy/train"]["texts"]
     correct = _grade(acc_rows, acc_texts, n)
-    acc_pairs, acc_stats = pairs_from_scores(acc_rows, split(acc_texts), split(correct),
-                                             objective="accuracy")
+    indexed = lambda rows: [dict(r, prompt_index=i) for i, r in enumerate(rows)]  # noqa: E731
+    acc_pairs, acc_stats = pairs_from_scores(indexed(acc_rows), split(acc_texts),
+                                             split(correct), objective="accuracy")
     acc_stats["gold_pairs"] = _add_gold_pairs(acc_pairs, acc_rows, acc_texts, correct, n,
                                               need=max(c.pairs_per_step // 2, 1))
     eng_rows = d["eng"]["train"]
     labeller = rm_of(ctx, "labeller")
     eng_scores = labeller.score(s["engagement/train"]["feats"])
-    eng_pairs, eng_stats = pairs_from_scores(eng_rows, split(s["engagement/train"]["texts"]),
+    eng_pairs, eng_stats = pairs_from_scores(indexed(eng_rows),
+                                             split(s["engagement/train"]["texts"]),
                                              split(eng_scores), objective="engagement",
                                              tie_eps=1e-6)
     # Accuracy outcome RM: features of the sampled solutions -> graded correctness.
@@ -246,12 +259,13 @@ def stage_pairs(ctx: Context) -> dict:
     held_pairs = []
     for i, r in enumerate(held_rows):
         t, g = held_texts[i * n:(i + 1) * n], held_correct[i * n:(i + 1) * n]
-        good = [t[j] for j in range(n) if g[j] > 0.5]
-        bad = [t[j] for j in range(n) if g[j] < 0.5]
-        combos = [(a, b) for a in good for b in bad if a != b]
+        good = [j for j in range(n) if g[j] > 0.5]
+        bad = [j for j in range(n) if g[j] < 0.5]
+        combos = [(a, b) for a in good for b in bad if t[a] != t[b]]
         for a, b in combos[:c.max_heldout_pairs_per_prompt]:
-            held_pairs.append({"prompt": r["prompt"], "chosen": a, "rejected": b,
-                               "objective": "accuracy", "answer": r["answer"]})
+            held_pairs.append({"prompt": r["prompt"], "chosen": t[a], "rejected": t[b],
+                               "objective": "accuracy", "answer": r["answer"],
+                               "prompt_index": i, "chosen_sample": a, "rejected_sample": b})
     held_gold = _add_gold_pairs(held_pairs, held_rows, held_texts, held_correct, n, need=1)
     for name, rows in (("accuracy", acc_pairs), ("engagement", eng_pairs)):
         with open(os.path.join(ctx.workdir, f"pairs_{name}.jsonl"), "w") as f:
@@ -279,22 +293,80 @@ def _reference(ctx: Context, enc: dict) -> np.ndarray:
     return np.stack([lp[:p], lp[p:]], axis=1)
 
 
+def _sample_rows(ctx: Context, pairs: list[dict], smp: dict) -> dict:
+    """DPO rows (chosen rows then rejected rows) of pairs of the base model's samples, with
+    the lower activations the sampling pass kept: nothing is re-encoded. The prompt keeps its
+    last `max_prompt_len` tokens (and fits `max_len` with the response); a side that is not a
+    sample (a gold answer, --quick only) is encoded through the lower trunk."""
+    from mtalign_jax.data import pipeline
+
+    c, tok, n = ctx.cfg, ctx.tok, ctx.cfg.samples_per_prompt
+    seqs, xs, todo = [], [], []
+    for side in ("chosen", "rejected"):
+        for p in pairs:
+            j = p.get(f"{side}_sample")
+            if j is None:
+                todo.append(len(seqs))
+                seqs.append(tok.encode_prompt_response(p["prompt"], p[side],
+                                                       max_prompt_len=c.max_prompt_len,
+                                                       max_len=c.max_len))
+                xs.append(None)
+                continue
+            r = p["prompt_index"] * n + j
+            resp = smp["ids"][r][:c.max_len - 1]
+            keep = min(len(smp["prompt_ids"][r]), c.max_prompt_len, c.max_len - len(resp))
+            seqs.append((smp["prompt_ids"][r][-keep:] + resp, [-100] * keep + resp))
+            xs.append(np.concatenate([smp["prompt_x"][r][-keep:], smp["x"][r][:len(resp)]]))
+    if todo:
+        b = ctx.base
+        _, acts = rewards.encode_lower(b["lower"], b["lo_p"], [seqs[i] for i in todo],
+                                       length=c.max_len, pad_id=tok.pad_id,
+                                       batch_size=c.encode_batch, keep_activations=True)
+        for i, a in zip(todo, acts):
+            xs[i] = a[:len(seqs[i][0])]
+    padded = pipeline.pad_rows(seqs, c.max_len, tok.pad_id)
+    x = np.zeros((len(seqs), c.max_len, xs[0].shape[-1]), np.float32)
+    for i, a in enumerate(xs):
+        x[i, :len(a)] = a
+    idx, lab = dpo.response_positions(padded["labels"])
+    return {"x": x, "attention_mask": padded["attention_mask"], "resp_idx": idx,
+            "resp_labels": lab}
+
+
 def stage_encode(ctx: Context) -> dict:
-    """Lower-trunk activations of every pair sequence (computed once, shared by every method)
-    and the base model's reference log-probs."""
-    pr, rm = ctx.results["pairs"], ctx.results["rm_engagement"]
-    rows = pr["pairs"]["accuracy"] + pr["pairs"]["engagement"]
+    """Lower-trunk activations of every pair sequence (from the sampling pass for the
+    samples' pairs; the human engagement test pairs were encoded with the RMs), shared by
+    every method, and the base model's reference log-probs."""
+    pr, rm, sm = ctx.results["pairs"], ctx.results["rm_engagement"], ctx.results["samples"]
     if not pr["pairs"]["accuracy"] or not pr["pairs"]["engagement"]:
         raise RuntimeError(f"no training pairs for an objective: {pr['stats']}")
-    train = _encode_pairs(ctx, rows, "encode training pairs", keep=True)
-    train["objective"] = np.asarray([OBJECTIVES.index(r["objective"]) for r in rows], np.int32)
+    parts = [_sample_rows(ctx, pr["pairs"][o], sm[f"{o}/train"]["samples"]) for o in OBJECTIVES]
+    train = _cat_rows(parts)
+    train["objective"] = np.concatenate([np.full(len(pr["pairs"][o]), i, np.int32)
+                                         for i, o in enumerate(OBJECTIVES)])
     train["ref"] = _reference(ctx, train)
-    held_acc = _encode_pairs(ctx, pr["heldout_pairs"], "encode held-out accuracy pairs",
-                             keep=True)
+    held_acc = _sample_rows(ctx, pr["heldout_pairs"], sm["accuracy/heldout"]["samples"])
     held_acc["ref"] = _reference(ctx, held_acc)
     held_eng = dict(rm["test"])
     held_eng["ref"] = _reference(ctx, held_eng)
     return {"train": train, "heldout": {"accuracy": held_acc, "engagement": held_eng}}
+
+
+def _cat_rows(parts: list[dict]) -> dict:
+    """Concatenate pair-row sets (each chosen rows then rejected rows) into one such set;
+    response index arrays are padded to the widest."""
+    r = max(p["resp_idx"].shape[1] for p in parts)
+    pad = lambda a, v: np.pad(a, ((0, 0), (0, r - a.shape[1])), constant_values=v)  # noqa
+    out = {}
+    for half in (0, 1):
+        for p in parts:
+            m = p["x"].shape[0] // 2
+            sl = slice(half * m, (half + 1) * m)
+            for k, v in (("x", p["x"][sl]), ("attention_mask", p["attention_mask"][sl]),
+                         ("resp_idx", pad(p["resp_idx"][sl], 0)),
+                         ("resp_labels", pad(p["resp_labels"][sl], -100))):
+                out.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 # -------------------------------------------------------------------------------------- train
@@ -410,15 +482,19 @@ def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -
     acc_prompts = [r["prompt"] for r in d["arith"]["eval"]]
     eng_prompts = [r["prompt"] for r in d["eng"]["eval"]]
     rng = jax.random.PRNGKey(c.seed + 1000)
-    for name, (up, head) in _policies(ctx).items():
-        if name in out:
-            continue
-        pol = sampler.Policy(upper_params=up, head=head)
-        s = _sample(ctx, acc_prompts + eng_prompts, pol, 1, f"generate {name}", 0.0, rng)
+    todo = {name: sampler.Policy(upper_params=up, head=head)
+            for name, (up, head) in _policies(ctx).items() if name not in out}
+    if todo:
+        ids = [_chat(ctx.tok, p) for p in acc_prompts + eng_prompts]
+        with ctx.bar(len(ids) * len(todo), f"generate ({len(todo)} policies)") as bar:
+            gens = sampler.generate_many(b["lower"], b["upper"], b["lo_p"], todo, ctx.tok, ids,
+                                         max_new_tokens=c.max_new_tokens, rng=rng,
+                                         batch_size=c.sample_batch, progress=bar.update)
         n = len(acc_prompts)
-        part = lambda lo, hi: sampler.Samples(s.tokens[lo:hi], s.texts[lo:hi],  # noqa: E731
-                                              s.feat_last[lo:hi], s.feat_mean[lo:hi])
-        out[name] = _gen_metrics(ctx, part(0, n), part(n, len(s.texts)))
+        for name, s in gens.items():
+            part = lambda lo, hi: sampler.Samples(s.tokens[lo:hi], s.texts[lo:hi],  # noqa: E731
+                                                  s.feat_last[lo:hi], s.feat_mean[lo:hi])
+            out[name] = _gen_metrics(ctx, part(0, n), part(n, len(s.texts)))
         if save:
             save(out)
     name = "MAH-DPO w=(0.5,0.5) + guided decoding"
