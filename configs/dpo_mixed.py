@@ -7,6 +7,9 @@
 
 The pooled pairs train one head; batches are balanced, so the mean over objectives equals the
 plain mean over pairs. Metrics are still reported per objective.
+
+mini: without --config.data.files, the pair files `make demo` writes
+(demo_out/pairs_<objective>.jsonl of data.objectives; run `make demo` first).
 """
 from mtalign_jax.training.config_base import preference_config
 

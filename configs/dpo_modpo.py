@@ -18,6 +18,10 @@ sweep w by rerunning with other `modpo.weights`.
 
 tiny: SYNTHETIC accuracy pairs whose rejected answers are wrong but enthusiastic
 (data.conflict), engagement margins from the synthetic rule scores (self-contained).
+
+mini: without --config.data.files, the pair files `make demo` writes
+(demo_out/pairs_<objective>.jsonl of data.objectives; run `make demo` first), with the
+engagement margin from --config.modpo.margin_models (the demo rows carry no engagement `scores`).
 """
 import ml_collections
 

@@ -13,6 +13,11 @@ dropped (`drop`). One model per weight vector.
 
 tiny: SYNTHETIC conflicting pairs (data.conflict) with rule scores; weights 0.7/0.3 re-label
 every engagement pair towards accuracy.
+
+mini: without --config.data.files, the pair files `make demo` writes
+(demo_out/pairs_<objective>.jsonl of data.objectives; run `make demo` first). Those rows score
+only their own objective (chosen_score / rejected_score), not `scores` for both: add the other
+objective's scores (e.g. from a reward model) or the run stops at the first row, naming it.
 """
 import ml_collections
 

@@ -5,6 +5,9 @@
         --config.data.objectives=engagement --config.data.files=engagement:PATH
 
 The per-objective DPO models are also the ingredients of DPO soups. PAPER.md 5.4 / 6.1.
+
+mini: without --config.data.files, the pair files `make demo` writes
+(demo_out/pairs_<objective>.jsonl of data.objectives; run `make demo` first).
 """
 from mtalign_jax.training.config_base import preference_config
 

@@ -1,5 +1,6 @@
 """Optimizer from config: torch parity (RMSprop, AdamW), schedules, clipping, accumulation,
 freezing by path patterns, top-N layers, and the NaN policies."""
+import functools
 import math
 
 import jax
@@ -265,3 +266,82 @@ def test_nan_stop_raises_clearly():
         optim.check_finite_or_raise(8, {"loss": 1.0, "finite": jnp.asarray(False)})
     with pytest.raises(ValueError, match="optim.nan_policy"):
         optim.make_optimizer(_cfg(nan_policy="ignore"), p0)
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_grad():
+    """(tiny 2-head params, jitted grad of a routed NLL on one fixed batch): compiled once."""
+    import mtalign_jax
+    from mtalign_jax.training.steps import response_logps
+    from mtalign_jax.training.tasks import response_view
+
+    model, p0, _ = mtalign_jax.load_pretrained("tiny", num_heads=2, head_init_noise=0.02,
+                                               seed=42)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 256, size=(4, 16)).astype(np.int32)
+    labels = np.where(np.arange(16)[None] < 6, -100, ids).astype(np.int32)
+    b = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    b["resp_idx"], b["resp_labels"] = response_view(labels, bucket=16)
+    heads = jnp.array([0, 1, 0, 1], jnp.int32)
+    grad = jax.jit(jax.grad(lambda q: -jnp.mean(response_logps(model, q, b, head_ids=heads))))
+    return p0, grad
+
+
+def _tiny_heads_only_run(cfg, steps):
+    """Trains the tiny 2-head model on one routed batch; returns params after each update."""
+    p0, grad = _tiny_grad()
+    tx = optim.make_optimizer(cfg, p0)
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    out, p, s = [jax.device_get(p0)], p0, tx.init(p0)
+    for _ in range(steps):
+        u, s = update(grad(p), s, p)
+        p = optax.apply_updates(p, u)
+        out.append(jax.device_get(p))
+    return out
+
+
+def test_heads_only_warmup_freezes_the_trunk_for_n_steps_then_trains_it():
+    n, lr, warm = 3, 1e-3, 10
+    cfg = _cfg(name="adamw", lr=lr, warmup_steps=warm, clip_norm=1.0,
+               heads_only_warmup_steps=n)
+    ps = _tiny_heads_only_run(cfg, n + 1)
+    p0, pn, pn1 = ps[0], ps[n], ps[n + 1]
+    trunk0 = jax.tree_util.tree_leaves_with_path(p0["trunk"])
+    for (path, a), b in zip(trunk0, jax.tree_util.tree_leaves(pn["trunk"])):
+        assert _same_bits(a, b), optim.path_str(path)  # N updates: trunk bit-identical
+    for i in range(1, n + 1):  # the heads move at every warm-up step
+        assert np.abs(ps[i]["heads"]["kernel"] - ps[i - 1]["heads"]["kernel"]).max() > 1e-5
+    moved = [np.abs(np.asarray(b) - np.asarray(a)).max()
+             for (_, a), b in zip(trunk0, jax.tree_util.tree_leaves(pn1["trunk"]))]
+    assert min(moved) > 0  # update N+1: every trunk leaf moves
+    # ... with fresh Adam moments (first step: |update| = lr_t * |g| / (|g| + eps) <= lr_t,
+    # reached by the largest gradients) at the global schedule's lr of step N, not of step 0
+    lr_n = lr * (n + 1) / (warm + 1)
+    assert max(moved) == pytest.approx(lr_n, rel=1e-3)
+
+
+def test_heads_only_warmup_errors_and_composition():
+    p0 = _model_like()
+    # N = 0 is exactly the optimizer without the option (same state tree, same updates)
+    cfg = dict(name="adamw", lr=0.1, weight_decay=0.1, clip_norm=1.0)
+    plain, s_plain = _train(_cfg(**cfg), p0)
+    zero, s_zero = _train(_cfg(heads_only_warmup_steps=0, **cfg), p0)
+    assert jax.tree_util.tree_structure(s_plain) == jax.tree_util.tree_structure(s_zero)
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(zero)):
+        assert _same_bits(a, b)
+    with pytest.raises(ValueError, match="heads_only_warmup_steps=-1 must be >= 0"):
+        optim.make_optimizer(_cfg(heads_only_warmup_steps=-1), p0)
+    with pytest.raises(ValueError, match="no trainable parameter outside 'trunk/'"):
+        optim.make_optimizer(_cfg(heads_only_warmup_steps=2, freeze=("heads/.*",)), p0)
+    # composes with train_top_layers (and L2 decay): the trunk is still for 2 updates, then
+    # only the top layer's rows move and the embeddings stay frozen
+    cfg = _cfg(name="rmsprop", lr=0.1, train_top_layers=1, heads_only_warmup_steps=2,
+               weight_decay=0.1, clip_norm=1.0)
+    p2, _ = _train(cfg, p0, steps=2)
+    p3, _ = _train(cfg, p0, steps=3)
+    for a, b in zip(jax.tree_util.tree_leaves(p0["trunk"]), jax.tree_util.tree_leaves(p2["trunk"])):
+        assert _same_bits(a, b)
+    q0, q3 = p0["trunk"]["layers"]["attn"]["q_proj"]["kernel"], \
+        p3["trunk"]["layers"]["attn"]["q_proj"]["kernel"]
+    assert _same_bits(q0[:2], q3[:2]) and np.abs(np.asarray(q0[2]) - q3[2]).max() > 1e-3
+    assert _same_bits(p0["trunk"]["embed"]["embedding"], p3["trunk"]["embed"]["embedding"])

@@ -119,8 +119,15 @@ class MLPHead(nn.Module):
 
 
 def perturbed_heads(base: jax.Array, num_heads: int, noise: float, seed: int) -> jax.Array:
-    """K copies of a base LM head [D, V] plus noise * N(0, 1); head i's key is
-    fold_in(PRNGKey(seed), i). Returns [K, D, V] in base's dtype."""
+    """K copies of a base LM head [D, V] plus noise * N(0, 1). Returns [K, D, V] in base's dtype.
+
+    Head i's noise key is `jax.random.fold_in(jax.random.PRNGKey(seed), i)` (DESIGN.md; MAH-DPO
+    configs use seed 42). The paper seeds head i with torch seed 42 + 100 i, but torch's
+    per-seed RNG streams (Mersenne Twister / Philox as torch consumes them) cannot be
+    reproduced in JAX, so the exact noise differs whatever seed arithmetic we copy. We keep
+    what matters: one fixed, documented seed, an independent stream per head, the same heads
+    on every host and run (fold_in is deterministic and counter-based), and head i's noise not
+    depending on K."""
     def one(i):
         eps = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), i), base.shape,
                                 jnp.float32)

@@ -1,10 +1,22 @@
 """Defaults shared by every training config (configs/*.py build on `base_config`).
 
 Keys every training config has: total_steps, checkpoint_every, log_every, eval_every, seed.
+
+Default data of the math `mini` preference configs (mahdpo_math, dpo_*): with `data.files`
+empty, `data.demo_pairs` names the folder where `make demo` wrote its real pair files
+(`pairs_<objective>.jsonl`, mtalign_jax/demo/stages.py stage_pairs), so the files resolve to
+`accuracy:demo_out/pairs_accuracy.jsonl,engagement:demo_out/pairs_engagement.jsonl`
+(`resolve_pair_files`). They are resolved when the data is loaded, so an override of
+`data.objectives` (e.g. dpo_single with engagement) picks that objective's file; a missing file
+is a clear error there (training/task_preference.py).
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
+
+DEMO_DIR = "demo_out"  # `make demo`'s workdir (python -m mtalign_jax.demo --workdir demo_out)
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -57,6 +69,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     c.optim.grad_accum = 1
     c.optim.freeze = ()
     c.optim.train_top_layers = 0
+    c.optim.heads_only_warmup_steps = 0  # N > 0: the first N updates train the heads only
     c.optim.total_steps = c.get_ref("total_steps")
     c.optim.nan_policy = c.get_ref("nan_policy")
 
@@ -66,6 +79,24 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     c.mesh.devices = 0  # use the first N devices (0 = all)
     c.mesh.rules = "default"
     return c
+
+
+def demo_pair_files(objectives, demo_dir: str = DEMO_DIR) -> str:
+    """"accuracy:DIR/pairs_accuracy.jsonl,..." for the objectives (a list or "a,b")."""
+    if isinstance(objectives, str):
+        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
+    return ",".join(f"{o}:{os.path.join(demo_dir, f'pairs_{o}.jsonl')}" for o in objectives)
+
+
+def resolve_pair_files(data) -> tuple[str, bool]:
+    """(files spec, defaulted): `data.files`, or when it is empty and `data.demo_pairs` is set,
+    the demo's pair files of `data.objectives` (defaulted=True); else ("", False)."""
+    if data.files:
+        return str(data.files), False
+    demo = data.get("demo_pairs", "")
+    if demo and str(data.objectives).strip():
+        return demo_pair_files(data.objectives, demo), True
+    return "", False
 
 
 # Paper hyperparameters per domain (PAPER.md section 7.1).
@@ -86,6 +117,7 @@ def preference_config(task: str, objectives: str, variant: str, domain: str = "m
     c.data.objectives = objectives
     c.data.balanced = True
     c.data.conflict = False
+    c.data.demo_pairs = ""  # folder of `make demo`'s pairs_<objective>.jsonl: default files
     k = len(objectives.split(","))
     c.model.num_heads = k if task == "mahdpo" else 1
     c.model.head_init_noise = 1e-3
@@ -118,6 +150,8 @@ def preference_config(task: str, objectives: str, variant: str, domain: str = "m
         c.checkpoint_every = 30
         c.eval_every = 30
         c.data.synthetic = 0  # real files: --config.data.files=obj:PATH,... (make_pairs / demo)
+        if domain == "math":  # default: the pair files `make demo` writes
+            c.data.demo_pairs = DEMO_DIR
         c.data.batch_size = 2 * k
         c.data.max_len = 192
         c.data.max_prompt_len = 96

@@ -19,6 +19,9 @@ Config keys (`configs/*.py`, section `optim`):
                   (through `optax.multi_transform`): they stay bit-identical and keep no state.
   train_top_layers  N > 0: only the top N layers of the scanned stack train (see below)
   unfreeze        optional regexes kept trainable despite train_top_layers (e.g. the final norm)
+  heads_only_warmup_steps
+                  N > 0: for the first N optimizer updates only the leaves outside `trunk/`
+                  (the heads) train; the trunk's update is exactly zero, then it trains (below)
   nan_policy      "skip": `optax.apply_if_finite` drops an update whose gradients are not finite
                   and counts it (`skipped_updates(opt_state)`); "stop": no wrapper, the loop
                   calls `check_finite_or_raise` and stops with a clear error.
@@ -33,6 +36,16 @@ keeps rows [L-N, L) and zeroes rows [0, L-N): it is applied to the gradients fir
 sees only the trainable rows, as in torch where frozen tensors have no gradient) and again to
 the final updates (so weight decay and momentum never move a frozen row: those rows stay
 bit-identical). The embeddings and the final norm are frozen too; the heads train.
+
+heads_only_warmup_steps N: as torch with the trunk's `requires_grad` off for N steps, built from
+optax combinators. Before clipping, `conditionally_transform(masked(set_to_zero))` zeroes the
+trunk's gradients while step < N (so the global norm is the heads' alone). The base optimizer is
+split (`multi_transform`) into the heads' copy and the trunk's copy inside
+`conditionally_mask(..., step >= N)`: zero updates and an untouched inner state (no moments, no
+weight decay, no Adam step count) until step N, after which the trunk starts fresh moments, as a
+torch parameter does at its first gradient. The trunk's schedule is shifted by N, so both parts
+follow the same global learning rate. N counts optimizer updates (after grad_accum); with N = 0
+the optimizer (and its state tree) is exactly the one without this option.
 """
 from __future__ import annotations
 
@@ -45,6 +58,7 @@ import numpy as np
 import optax
 
 LAYERS_PREFIX = "trunk/layers/"
+TRUNK_PREFIX = "trunk/"
 _NEVER = 2**31 - 1  # apply_if_finite: never give up and apply a non-finite update
 
 
@@ -136,6 +150,42 @@ def _check_top_layers(n_top: int, params) -> None:
                          f"{sorted(rows)} layers")
 
 
+def _trunk_mask(tree) -> Any:
+    """True for every leaf under trunk/ (same structure as tree)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: path_str(p).startswith(TRUNK_PREFIX), tree)
+
+
+def _trunk_or_heads(tree) -> Any:
+    return jax.tree_util.tree_map(lambda t: "trunk" if t else "heads", _trunk_mask(tree))
+
+
+def _check_heads_only_warmup(n: int, cfg, params) -> None:
+    if n < 0:
+        raise ValueError(f"optim.heads_only_warmup_steps={n} must be >= 0")
+    labels = jax.tree_util.tree_leaves(trainable_labels(cfg, params))
+    paths = jax.tree_util.tree_leaves(param_paths(params))
+    if n and not any(lab == "train" and not p.startswith(TRUNK_PREFIX)
+                     for lab, p in zip(labels, paths)):
+        raise ValueError(f"optim.heads_only_warmup_steps={n}: no trainable parameter outside "
+                         f"'{TRUNK_PREFIX}' (paths look like {paths[:4]}), nothing would train")
+
+
+def _trunk_grad_gate(n: int) -> optax.GradientTransformation:
+    """Zero gradients for the trunk/ leaves while the update count is < n, unchanged after."""
+    return optax.transforms.conditionally_transform(
+        optax.masked(optax.set_to_zero(), _trunk_mask), lambda step: step < n)
+
+
+def _heads_then_trunk(cfg, schedule, n: int) -> optax.GradientTransformation:
+    """The base optimizer on the heads from step 0 and on the trunk from step n (before that
+    its updates are zero and its state untouched); the trunk's schedule is shifted by n."""
+    trunk = optax.transforms.conditionally_mask(
+        _base_optimizer(cfg, lambda count: schedule(count + n)), lambda step: step >= n)
+    return optax.multi_transform({"heads": _base_optimizer(cfg, schedule), "trunk": trunk},
+                                 _trunk_or_heads)
+
+
 # ----------------------------------------------------------------------------------------------
 # schedule and base optimizer
 
@@ -194,15 +244,20 @@ def make_optimizer(cfg, params) -> optax.GradientTransformation:
         raise ValueError(f"optim.train_top_layers={n_top} must be >= 0")
     if n_top:
         _check_top_layers(n_top, params)
+    n_warm = int(cfg.get("heads_only_warmup_steps", 0) or 0)
+    _check_heads_only_warmup(n_warm, cfg, params)
 
     schedule = learning_rate_schedule(cfg)
     clip = cfg.get("clip_norm", 0.0) or 0.0
     parts = []
     if n_top:
         parts.append(_layer_row_mask(n_top))
+    if n_warm:
+        parts.append(_trunk_grad_gate(n_warm))
     if clip:
         parts.append(optax.clip_by_global_norm(float(clip)))
-    parts.append(_base_optimizer(cfg, schedule))
+    parts.append(_heads_then_trunk(cfg, schedule, n_warm) if n_warm
+                 else _base_optimizer(cfg, schedule))
     if n_top:
         parts.append(_layer_row_mask(n_top))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]

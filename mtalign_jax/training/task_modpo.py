@@ -185,48 +185,25 @@ class ModpoTask(task_preference.PreferenceTask):
                 np.float32) if info["others"] else np.zeros((len(rows), 0), np.float32)
         return table
 
-    def build(self, data: dict, mesh, workdir: str) -> tasks.Built:
-        from mtalign_jax.data import pipeline
-        from mtalign_jax.training.task_sft import save_final
+    def make_step(self, model, tx, data: dict):
+        """The MODPO loss (PreferenceTask hook)."""
+        info = data["modpo"]
+        return make_modpo_step(model, tx, target=info["target"], beta=self.config.loss.beta,
+                               weight=info["weight"],
+                               other_weights=tuple(info["other_weights"]))
 
-        cfg, info = self.config, data["modpo"]
+    def pair_tables(self, data: dict, workdir: str, tok, ref) -> dict:
+        """`margins` [P, J] per pair (PreferenceTask hook)."""
+        margins = self.margin_table(data, workdir, tok, ref)
+        target = data["modpo"]["target"]
+        return {"margins": {s: {target: m} for s, m in margins.items()}}
+
+    def build(self, data: dict, mesh, workdir: str) -> tasks.Built:
+        cfg = self.config
         if cfg.model.num_heads != 1:
             raise ValueError(f"modpo trains one head; config.model.num_heads="
                              f"{cfg.model.num_heads}")
         if cfg.loss.reference != "precomputed" or cfg.loss.reference_free or cfg.loss.ipo:
             raise ValueError("modpo needs loss.reference='precomputed' (reference log-probs "
                              "computed once into the workdir), no reference_free, no ipo")
-        model, params, tok = tasks.load_model(cfg)
-        state, tx, _ = tasks.make_state(cfg, model, params, mesh)
-        ref = task_preference.reference_table(cfg, data, workdir, tok)
-        margins = self.margin_table(data, workdir, tok, ref)
-        target = info["target"]
-        step, evaluate = make_modpo_step(model, tx, target=target, beta=cfg.loss.beta,
-                                         weight=info["weight"],
-                                         other_weights=tuple(info["other_weights"]))
-        kw = dict(objectives=[target], tokenizer=tok, max_len=cfg.data.max_len,
-                  max_prompt_len=cfg.data.max_prompt_len, batch_pairs=cfg.data.batch_size,
-                  buckets=tuple(cfg.data.buckets), seed=cfg.seed,
-                  shard_index=0, shard_count=1,  # the global batch; see tasks.make_placer
-                  balanced=True)
-
-        def prep(batch, split):
-            b = tasks.prepare_batch(batch)
-            b.pop("head_ids")
-            pidx = b.pop("pair_index")
-            b["ref_chosen"] = ref[split][target][pidx, 0]
-            b["ref_rejected"] = ref[split][target][pidx, 1]
-            b["margins"] = margins[split][pidx]
-            return b
-
-        train_iter = iter(pipeline.preference_dataset(data["train"], **kw))
-        place = tasks.make_placer(mesh, cfg.mesh.rules)
-        eval_batches = []
-        if data["eval"][target]:
-            ev_iter = iter(pipeline.preference_dataset(data["eval"], **dict(kw, seed=0)))
-            eval_batches = [prep(next(ev_iter), "eval") for _ in range(cfg.eval_batches)]
-        return tasks.Built(
-            state=state, step=step, evaluate=evaluate, train_iter=train_iter,
-            next_batch=lambda it: prep(next(it), "train"), place=place,
-            run_eval=tasks.eval_runner(eval_batches, place),
-            finish=lambda st, wd: save_final(model, st, cfg.model.name, wd))
+        return super().build(data, mesh, workdir)

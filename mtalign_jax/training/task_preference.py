@@ -17,7 +17,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -28,17 +27,24 @@ REFERENCE_FILE = "reference_logps.npz"
 
 
 def load_preference_data(config) -> dict:
-    """{"objectives", "train": {obj: rows}, "eval": {obj: rows}}; every named file validated."""
+    """{"objectives", "train": {obj: rows}, "eval": {obj: rows}}; every named file validated.
+
+    Files: `data.files`, or for the math `mini` configs the demo's pair files
+    (config_base.resolve_pair_files); a missing default file is a clear error."""
     from mtalign_jax.data import pipeline, synthetic, validate
+    from mtalign_jax.training.config_base import resolve_pair_files
 
     c = config.data
     objectives = tasks._objectives(config)
     if not objectives:
         raise ValueError("config.data.objectives is empty: name the objectives in head order, "
                          "e.g. --config.data.objectives=accuracy,engagement")
+    files, defaulted = resolve_pair_files(c)
+    if defaulted:
+        _check_default_files(files, objectives)
     by_obj: dict[str, list] = {o: [] for o in objectives}
-    if c.files:
-        data, _ = validate.validate_files(c.files, "mahdpo", objectives, c.skip_bad_rows)
+    if files:
+        data, _ = validate.validate_files(files, "mahdpo", objectives, c.skip_bad_rows)
         for o in objectives:
             by_obj[o].extend(data.get(o, []))
         missing = [o for o in objectives if not by_obj[o]]
@@ -59,6 +65,19 @@ def load_preference_data(config) -> dict:
             by_obj[o], eval_frac=c.eval_frac, seed=c.split_seed, eval_cap=c.eval_cap,
             source_cap=c.source_cap)
     return {"objectives": objectives, "train": train, "eval": held}
+
+
+def _check_default_files(files: str, objectives) -> None:
+    """The demo's default pair files must exist (FileNotFoundError naming the first missing)."""
+    from mtalign_jax.data import validate
+
+    for _, path in validate.parse_files_spec(files):
+        if not os.path.isfile(path):
+            example = ",".join(f"{o}:PATH" for o in objectives)
+            raise FileNotFoundError(
+                f"{path}: no such file ({os.path.abspath(path)}); data.files is empty, so this "
+                f"config trains on the pair files `make demo` writes: run `make demo` first or "
+                f"pass --config.data.files={example}")
 
 
 def _fingerprint(config, data, split: str) -> str:
@@ -165,45 +184,64 @@ def _compute_table(config, data, tok, path, fps):
     return table
 
 
+def _per_pair(table: dict[str, np.ndarray], objectives, obj_ids, pair_index) -> np.ndarray:
+    """[P, ...] rows of a per-objective table {objective: [N, ...]} for a batch's pairs."""
+    return np.stack([table[objectives[o]][i] for o, i in zip(obj_ids, pair_index)])
+
+
 class PreferenceTask:
+    """MAH-DPO / DPO. Subclasses (task_modpo.py) change the loss through two hooks:
+    `make_step` (the pure step and eval functions) and `pair_tables` (extra per-pair arrays
+    added to every batch)."""
+
     def __init__(self, config):
         self.config = config
 
     def load_data(self, workdir: str) -> dict:
         return load_preference_data(self.config)
 
+    def make_step(self, model, tx, data: dict):
+        """(step, evaluate) of the MAH-DPO (routed) or one-head DPO loss."""
+        cfg, lc = self.config, self.config.loss
+        objectives = data["objectives"]
+        routed = cfg.task == "mahdpo"
+        loss_kw = dict(objectives=objectives, beta=lc.beta, label_smoothing=lc.label_smoothing,
+                       ipo=lc.ipo, reference_free=lc.reference_free,
+                       objective_weights=tuple(lc.objective_weights) or None, routed=routed,
+                       group_size=None)
+        if not lc.reference_free and lc.reference != "precomputed":
+            loss_kw["ref_model"], loss_kw["ref_params"] = load_reference_model(cfg)
+        pairs = cfg.data.batch_size
+        if cfg.data.balanced and pairs % len(objectives) == 0 and routed:
+            loss_kw["group_size"] = 2 * pairs // len(objectives)
+        return make_preference_step(model, tx, **loss_kw)
+
+    def pair_tables(self, data: dict, workdir: str, tok, ref) -> dict:
+        """Extra per-pair arrays: {batch key: {split: {objective: [N, ...]}}} (none here).
+        ref: the reference table {split: {objective: [N, 2]}}, or None when not precomputed."""
+        return {}
+
     def build(self, data: dict, mesh, workdir: str) -> tasks.Built:
         from mtalign_jax.data import pipeline
+        from mtalign_jax.training.task_sft import save_final
 
         cfg = self.config
         objectives = data["objectives"]
-        routed = cfg.task == "mahdpo"
-        k = len(objectives) if routed else 1
+        k = len(objectives) if cfg.task == "mahdpo" else 1
         if cfg.model.num_heads != k:
             raise ValueError(f"config.model.num_heads={cfg.model.num_heads} but the task needs "
                              f"{k} head(s) for objectives {', '.join(objectives)}")
         model, params, tok = tasks.load_model(cfg)
         state, tx, _ = tasks.make_state(cfg, model, params, mesh)
         lc = cfg.loss
-        precomputed = lc.reference == "precomputed"
-        loss_kw = dict(objectives=objectives, beta=lc.beta, label_smoothing=lc.label_smoothing,
-                       ipo=lc.ipo, reference_free=lc.reference_free,
-                       objective_weights=tuple(lc.objective_weights) or None, routed=routed,
-                       group_size=None)
-        ref_table = None
-        if lc.reference_free:
-            pass
-        elif precomputed:
-            ref_table = reference_table(cfg, data, workdir, tok)
-        else:
-            loss_kw["ref_model"], loss_kw["ref_params"] = load_reference_model(cfg)
-        pairs = cfg.data.batch_size
-        if cfg.data.balanced and pairs % len(objectives) == 0 and routed:
-            loss_kw["group_size"] = 2 * pairs // len(objectives)
-        step, evaluate = make_preference_step(model, tx, **loss_kw)
+        ref = None
+        if not lc.reference_free and lc.reference == "precomputed":
+            ref = reference_table(cfg, data, workdir, tok)
+        step, evaluate = self.make_step(model, tx, data)
+        extra = self.pair_tables(data, workdir, tok, ref)
 
         kw = dict(objectives=objectives, tokenizer=tok, max_len=cfg.data.max_len,
-                  max_prompt_len=cfg.data.max_prompt_len, batch_pairs=pairs,
+                  max_prompt_len=cfg.data.max_prompt_len, batch_pairs=cfg.data.batch_size,
                   buckets=tuple(cfg.data.buckets), seed=cfg.seed,
                   shard_index=0, shard_count=1,  # the global batch; see tasks.make_placer
                   balanced=bool(cfg.data.balanced))
@@ -213,14 +251,14 @@ class PreferenceTask:
             b = tasks.prepare_batch(batch)
             b["objective_ids"] = b.pop("head_ids").astype(np.int32)
             pidx = b.pop("pair_index")
-            if ref_table is not None:
-                p = pidx.shape[0]
-                obj = b["objective_ids"][:p]
-                ref = np.stack([ref_table[split][objectives[o]][i] for o, i in zip(obj, pidx)])
-                b["ref_chosen"], b["ref_rejected"] = ref[:, 0], ref[:, 1]
+            obj = b["objective_ids"][:pidx.shape[0]]
+            if ref is not None:
+                r = _per_pair(ref[split], objectives, obj, pidx)
+                b["ref_chosen"], b["ref_rejected"] = r[:, 0], r[:, 1]
             elif lc.reference_free:
-                p = pidx.shape[0]
-                b["ref_chosen"] = b["ref_rejected"] = np.zeros((p,), np.float32)
+                b["ref_chosen"] = b["ref_rejected"] = np.zeros((pidx.shape[0],), np.float32)
+            for key, table in extra.items():
+                b[key] = _per_pair(table[split], objectives, obj, pidx)
             return b
 
         place = tasks.make_placer(mesh, cfg.mesh.rules)
@@ -228,8 +266,6 @@ class PreferenceTask:
         if all(data["eval"][o] for o in objectives):
             ev_iter = iter(pipeline.preference_dataset(data["eval"], **dict(kw, seed=0)))
             eval_batches = [prep(next(ev_iter), "eval") for _ in range(cfg.eval_batches)]
-        from mtalign_jax.training.task_sft import save_final
-
         return tasks.Built(
             state=state, step=step, evaluate=evaluate, train_iter=train_iter,
             next_batch=lambda it: prep(next(it), "train"), place=place,
