@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
     rm = r["rm_engagement"]["roles"]
     pr = r["pairs"]
 
-    curve_names = [n for n in gen if n.startswith("MAH-DPO w=") and "guided" not in n]
+    curve_names = [n for n in gen if re.fullmatch(r"MAH-DPO w=\([^)]*\)", n)]  # greedy, by w
     curve = [(gen[n]["accuracy"], gen[n]["engagement"]) for n in curve_names]
     others = {n: (gen[n]["accuracy"], gen[n]["engagement"]) for n in gen if n not in curve_names}
     png = plot_front(curve, [n.replace("MAH-DPO ", "") for n in curve_names], others,
@@ -105,7 +106,8 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
         f"pairs for every method; reference log-probs precomputed.",
         "",
         "## Generations on held-out prompts "
-        f"({cfg.eval_prompts} per objective, greedy, <= {cfg.max_new_tokens} new tokens)",
+        f"({cfg.eval_prompts} per objective, greedy unless marked, <= {cfg.max_new_tokens} "
+        f"new tokens)",
         "",
         "| method | accuracy | engagement | judge score | paper, Math (acc / eng) |",
         "|---|---|---|---|---|",
@@ -119,7 +121,10 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
         f"Guided decoding: K={cfg.guide_k} candidate steps (temperature 1, top-k 50; a step ends "
         f"at a newline or sentence end, <= {cfg.step_tokens} tokens), scored by 0.5 x the "
         f"engagement *guide* RM + 0.5 x the accuracy RM (standardised), the best candidate's "
-        f"KV cache continues; nothing is re-encoded. Hypervolume of the head-weight curve "
+        f"KV cache continues; nothing is re-encoded. Sampled (T=1) and best-of-{cfg.guide_k}: "
+        f"{cfg.guide_k} whole responses a prompt at temperature 1, top-k 50; the first is the "
+        f"plain sample, best-of-{cfg.guide_k} keeps the one the same combined guide scores "
+        f"highest. Hypervolume of the head-weight curve "
         f"(ref 0,0): {hv:.4f}.",
         "",
         "## Held-out preference accuracy of the implicit reward",

@@ -499,9 +499,7 @@ def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -
             save(out)
     name = "MAH-DPO w=(0.5,0.5) + guided decoding"
     if name not in out:
-        guide_eng = rm_of(ctx, "guide")
-        guide_acc = rewards.LinearRM.from_dict(ctx.results["pairs"]["accuracy_rm"])
-        guide = lambda f: 0.5 * guide_eng.z(f) + 0.5 * guide_acc.z(f)  # noqa: E731
+        guide = _guide_of(ctx)
         up, head = _policies(ctx)["MAH-DPO w=(0.5,0.5)"]
         pol = sampler.Policy(upper_params=up, head=head)
         pause = sampler.step_delimiters(ctx.tok)
@@ -520,6 +518,47 @@ def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -
         out[name]["k"] = c.guide_k
         if save:
             save(out)
+    plain, best = SAMPLED, f"MAH-DPO w=(0.5,0.5) + best-of-{c.guide_k}"
+    if plain not in out or best not in out:
+        out.update(_best_of_n(ctx, acc_prompts, eng_prompts, jax.random.fold_in(rng, 8)))
+        if save:
+            save(out)
+    return out
+
+
+SAMPLED = "MAH-DPO w=(0.5,0.5) sampled (T=1)"
+
+
+def _guide_of(ctx: Context):
+    """The guided decoder's and best-of-N's score: 0.5 x engagement guide + 0.5 x accuracy RM
+    (each standardised), from the sampler's features."""
+    guide_eng = rm_of(ctx, "guide")
+    guide_acc = rewards.LinearRM.from_dict(ctx.results["pairs"]["accuracy_rm"])
+    return lambda f: 0.5 * guide_eng.z(f) + 0.5 * guide_acc.z(f)
+
+
+def _best_of_n(ctx: Context, acc_prompts, eng_prompts, rng) -> dict:
+    """Plain sampling and best-of-N (the same K whole responses a prompt, T=1, top-k 50; the
+    first one is plain sampling; best-of-N keeps the one the guide scores highest)."""
+    c, b = ctx.cfg, ctx.base
+    up, head = _policies(ctx)["MAH-DPO w=(0.5,0.5)"]
+    pol = sampler.Policy(upper_params=up, head=head)
+    ids = [_chat(ctx.tok, p) for p in acc_prompts + eng_prompts]
+    k = c.guide_k
+    with ctx.bar(len(ids), f"sample {k} a prompt (plain, best-of-{k})") as bar:
+        s = sampler.generate(b["lower"], b["upper"], b["lo_p"], pol, ctx.tok, ids,
+                             max_new_tokens=c.max_new_tokens, rng=rng, n=k, temperature=1.0,
+                             top_k=50, batch_size=c.sample_batch, progress=bar.update)
+    scores = np.asarray(_guide_of(ctx)(s.features()), np.float64).reshape(len(ids), k)
+    first = np.arange(len(ids)) * k
+    best = first + np.argmax(scores, axis=1)
+    n = len(acc_prompts)
+    out = {}
+    for name, rows in ((SAMPLED, first), (f"MAH-DPO w=(0.5,0.5) + best-of-{k}", best)):
+        pick = lambda r: sampler.Samples([s.tokens[i] for i in r], [s.texts[i] for i in r],  # noqa
+                                         s.feat_last[r], s.feat_mean[r])
+        out[name] = _gen_metrics(ctx, pick(rows[:n]), pick(rows[n:]))
+    out[f"MAH-DPO w=(0.5,0.5) + best-of-{k}"]["k"] = k
     return out
 
 
