@@ -37,6 +37,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["mtalign_jax", "mtalign_jax.*"]),
+    package_data={"mtalign_jax.data.fixtures": ["*.jsonl", "*.md"]},
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

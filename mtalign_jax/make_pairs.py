@@ -2,12 +2,23 @@
 
     python -m mtalign_jax.make_pairs --config configs/make_pairs_arithmetic.py:tiny --workdir W
     python -m mtalign_jax.make_pairs --config configs/make_pairs_arithmetic.py:mini --workdir W
+    python -m mtalign_jax.make_pairs --config configs/make_pairs_tutor_engagement.py:mini \
+        --workdir workdirs/pairs_tutor_engagement
 
 For every prompt the policy samples N responses (batched, cached sampling, progress bar); each is
-scored by the objective's grader (exact integer match for generated arithmetic: 1 correct,
-0 wrong) and the prompt yields one pair: its best response as `chosen`, its worst as `rejected`
-(correct vs incorrect for a 0/1 grader). Prompts whose best and worst scores are equal (within
-`tie_eps`), or whose best and worst texts are the same, are ties: dropped and counted.
+scored by the config's grader and the prompt yields one pair: its best response as `chosen`, its
+worst as `rejected`. Prompts whose best and worst scores are equal (within `tie_eps`), or whose
+best and worst texts are the same, are ties: dropped and counted. Graders (`config.grader`):
+
+  exact_int  exact integer match for generated arithmetic (1 correct, 0 wrong)
+  rm         a reward model (`config.rm`: a workdir of `python -m mtalign_jax.train --config
+             configs/rm_*.py`, or an HF reward-model directory) scores each (prompt, response)
+             in batches through `mtalign_jax.eval.scoring.score_texts`
+
+Prompts come from `read_source(config.data.source, **config.data.options)`; the source's own
+labels (`chosen`, `rejected`, `objective`) are dropped and its `metadata` kept as
+`source_metadata`. Optional `data.max_prompt_chars` keeps each prompt's last N characters (a
+dialogue's end, where the next turn goes) and `data.unique` drops repeated prompts.
 
 Outputs in W (the DESIGN.md section 4 pair format, read by `--config.data.files`):
   samples.jsonl          one line per prompt: prompt, responses, scores (the resume point: a
@@ -29,7 +40,10 @@ import numpy as np
 PROMPT_TEMPLATES = {
     "plain": "{prompt}",
     "arithmetic": "{prompt} Answer with the final number.",
+    "tutor": ("You are a Socratic programming tutor. Write the tutor's next turn of this "
+              "dialogue.\n\n{prompt}"),
 }
+RM_TRAIN_COMMAND = "python -m mtalign_jax.train --config configs/rm_engagement.py:mini --workdir"
 
 
 def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str]],
@@ -55,10 +69,10 @@ def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str
             ties += 1
             continue
         meta = {k: v for k, v in ex.items() if k not in ("prompt", "chosen", "rejected")}
-        pairs.append({"prompt": ex["prompt"], "chosen": resp[hi], "rejected": resp[lo],
+        pairs.append({**meta, "prompt": ex["prompt"], "chosen": resp[hi], "rejected": resp[lo],
                       "objective": objective, "chosen_score": float(sc[hi]),
                       "rejected_score": float(sc[lo]), "chosen_sample": hi,
-                      "rejected_sample": lo, **meta})
+                      "rejected_sample": lo})
     return pairs, {"prompts": len(examples), "pairs": len(pairs), "ties": ties}
 
 
@@ -70,17 +84,80 @@ def exact_int_grader(example: dict, response: str) -> float:
 
 GRADERS: dict[str, Callable[[dict, str], float]] = {"exact_int": exact_int_grader}
 
+# A scorer scores a batch of prompts' samples: (examples, texts [P][N]) -> scores [P][N].
+Scorer = Callable[[Sequence[dict], Sequence[Sequence[str]]], list]
+
+
+def per_item_scorer(grader: Callable[[dict, str], float]) -> Scorer:
+    """A scorer that calls `grader(example, response)` on every sample."""
+    return lambda examples, texts: [[float(grader(e, t)) for t in ts]
+                                    for e, ts in zip(examples, texts)]
+
+
+def check_rm_path(path: str) -> None:
+    """A clear FileNotFoundError unless `path` holds a reward model (our workdir or HF dir)."""
+    path = str(path or "")
+    found = path and any(os.path.isfile(os.path.join(path, *f)) for f in
+                         (("model", "meta.json"), ("meta.json",), ("config.json",)))
+    if not found:
+        raise FileNotFoundError(
+            f"{path or '(config.rm is empty)'}: no reward model there (no model/meta.json); "
+            f"train it first with: {RM_TRAIN_COMMAND} {path or 'workdirs/rm_engagement'} "
+            f"(or point --config.rm at a reward-model workdir)")
+
+
+def rm_scorer(path: str, batch_size: int = 16) -> Scorer:
+    """Scores (prompt, response) texts with the reward model at `path`, in batches."""
+    from mtalign_jax.eval.scoring import load_reward_model, score_texts
+
+    check_rm_path(path)
+    rm = load_reward_model(path)
+
+    def score(examples, texts):
+        prompts = [e["prompt"] for e, ts in zip(examples, texts) for _ in ts]
+        flat = score_texts(rm, prompts, [t for ts in texts for t in ts], batch_size=batch_size)
+        out, i = [], 0
+        for ts in texts:
+            out.append([float(x) for x in flat[i:i + len(ts)]])
+            i += len(ts)
+        return out
+
+    return score
+
+
+def make_scorer(config) -> Scorer:
+    """The scorer `config.grader` names: "rm" (config.rm) or a per-item grader of GRADERS."""
+    if config.grader == "rm":
+        return rm_scorer(config.get("rm", ""), int(config.get("rm_batch_size", 16)))
+    if config.grader not in GRADERS:
+        raise ValueError(f"config.grader={config.grader!r}: known graders: rm, "
+                         f"{', '.join(GRADERS)}")
+    return per_item_scorer(GRADERS[config.grader])
+
+
+SOURCE_LABELS = ("chosen", "rejected", "objective")  # a pair source's own labels: not ours
+
 
 def load_examples(config) -> list[dict]:
+    """The prompts to sample, as dicts with `prompt` (templated) and the row's metadata."""
     from mtalign_jax.data.sources import read_source
 
     c = config.data
     rows = read_source(c.source, **dict(c.options))
     template = PROMPT_TEMPLATES[config.prompt_template]
-    out = []
-    for r in rows[: c.num_prompts]:
-        r = dict(r)
-        r["prompt"] = template.format(prompt=r["prompt"])
+    max_chars, unique = int(c.get("max_prompt_chars", 0)), bool(c.get("unique", False))
+    out, seen = [], set()
+    for r in rows:
+        if len(out) >= c.num_prompts:
+            break
+        if unique and r["prompt"] in seen:
+            continue
+        seen.add(r["prompt"])
+        r = {k: v for k, v in r.items() if k not in SOURCE_LABELS}
+        if "metadata" in r:
+            r["source_metadata"] = r.pop("metadata")
+        prompt = r["prompt"][-max_chars:] if max_chars else r["prompt"]
+        r["prompt"] = template.format(prompt=prompt)
         out.append(r)
     return out
 
@@ -93,7 +170,9 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def run(config, workdir: str, grader: Callable[[dict, str], float] | None = None) -> dict:
-    """Sample, score, pair (module docstring); resumes from `workdir/samples.jsonl`."""
+    """Sample, score, pair (module docstring); resumes from `workdir/samples.jsonl`.
+
+    `grader(example, response) -> float` replaces the config's grader (tests)."""
     import jax
     from tqdm.auto import tqdm
 
@@ -101,7 +180,6 @@ def run(config, workdir: str, grader: Callable[[dict, str], float] | None = None
     from mtalign_jax.hf.load import load_pretrained
 
     os.makedirs(workdir, exist_ok=True)
-    grader = grader or GRADERS[config.grader]
     examples = load_examples(config)
     samples_path = os.path.join(workdir, "samples.jsonl")
     done = _read_jsonl(samples_path)
@@ -110,6 +188,8 @@ def run(config, workdir: str, grader: Callable[[dict, str], float] | None = None
     n = int(config.samples_per_prompt)
     todo = examples[len(done):]
     if todo:
+        # The scorer first: a missing reward model fails before the policy loads.
+        scorer = per_item_scorer(grader) if grader else make_scorer(config)
         model, params, tok = load_pretrained(config.model, dtype=config.dtype)
         per = max(1, int(config.batch_size) // n)
         with open(samples_path, "a") as f, tqdm(total=len(examples), initial=len(done),
@@ -122,10 +202,10 @@ def run(config, workdir: str, grader: Callable[[dict, str], float] | None = None
                 res = generate(model, params, ids, max_new_tokens=config.max_new_tokens,
                                rng=rng, temperature=config.temperature, top_k=config.top_k,
                                tokenizer=tok)
-                for j, e in enumerate(chunk):
-                    texts = [r.text for r in res[j * n:(j + 1) * n]]
-                    row = {"prompt": e["prompt"], "responses": texts,
-                           "scores": [float(grader(e, t)) for t in texts]}
+                texts = [[r.text for r in res[j * n:(j + 1) * n]] for j in range(len(chunk))]
+                scores = scorer(chunk, texts)
+                for e, ts, sc in zip(chunk, texts, scores):
+                    row = {"prompt": e["prompt"], "responses": ts, "scores": sc}
                     f.write(json.dumps(row) + "\n")
                     f.flush()
                     done.append(row)

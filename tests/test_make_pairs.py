@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
 from mtalign_jax.make_pairs import pairs_from_scores, run
@@ -62,3 +63,86 @@ def test_tiny_model_pairs_ordered_and_ties_counted(tmp_path):
     again = run(c, str(tmp_path), grader=_grader)
     assert again["pairs"] == stats["pairs"] and again["ties"] == stats["ties"]
     assert os.path.getmtime(tmp_path / "samples.jsonl") == mtime
+
+
+# ---------------------------------------------------------------------------------------------
+# the reward-model grader (tutor engagement pairs)
+
+def _tutor_config(**over):
+    path = os.path.join(ROOT, "configs", "make_pairs_tutor_engagement.py")
+    spec = importlib.util.spec_from_file_location("make_pairs_tutor_engagement", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("tiny")
+    for k, v in over.items():
+        c[k] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(tmp_path_factory):
+    """A tiny engagement RM trained for a few steps (configs/rm_engagement.py:tiny)."""
+    from mtalign_jax.training.loop import run as train
+
+    spec = importlib.util.spec_from_file_location(
+        "rm_engagement", os.path.join(ROOT, "configs", "rm_engagement.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("tiny")
+    c.total_steps = c.log_every = 3
+    c.checkpoint_every = c.eval_every = 1000  # no eval pass: training alone, then the final save
+    wd = tmp_path_factory.mktemp("rm_engagement")
+    train(c, str(wd))
+    return str(wd)
+
+
+def test_rm_grader_pairs_chosen_has_higher_rm_score(tmp_path, tiny_rm):
+    from mtalign_jax.eval.scoring import load_reward_model, score_texts
+
+    c = _tutor_config(rm=tiny_rm)
+    stats = run(c, str(tmp_path))
+    with open(tmp_path / "samples.jsonl") as f:
+        samples = [json.loads(line) for line in f]
+    with open(tmp_path / "pairs_engagement.jsonl") as f:
+        pairs = [json.loads(line) for line in f]
+    assert len(samples) == c.data.num_prompts == stats["prompts"]
+    assert stats["pairs"] == len(pairs) >= 1 and stats["pairs"] + stats["ties"] == len(samples)
+    # Prompts: the real Socratic Mind dialogues' ends, under the tutor template.
+    assert all(s["prompt"].startswith("You are a Socratic programming tutor.") and
+               s["prompt"].endswith("Assistant:") for s in samples)
+    rm = load_reward_model(tiny_rm)
+    by_prompt = {s["prompt"]: s for s in samples}
+    for p in pairs:
+        assert p["objective"] == "engagement" and "source_metadata" in p
+        assert p["chosen_score"] > p["rejected_score"] + c.tie_eps
+        s = by_prompt[p["prompt"]]
+        assert p["chosen_score"] == max(s["scores"]) and p["rejected_score"] == min(s["scores"])
+        # The stored scores are the RM's scores of (prompt, response).
+        again = score_texts(rm, [p["prompt"]] * 2, [p["chosen"], p["rejected"]])
+        np.testing.assert_allclose(again, [p["chosen_score"], p["rejected_score"]], rtol=1e-5,
+                                   atol=1e-5)
+    # The pairs file loads as the engagement objective's data (DESIGN.md section 4 format).
+    from mtalign_jax.data import validate
+
+    rows = validate.load_preference_file(str(tmp_path / "pairs_engagement.jsonl"), "engagement",
+                                         objectives=["accuracy", "engagement"])
+    assert len(rows) == len(pairs)
+
+
+def test_rm_grader_missing_rm_is_a_clear_error(tmp_path):
+    c = _tutor_config(rm=str(tmp_path / "no_rm"))
+    with pytest.raises(FileNotFoundError) as e:
+        run(c, str(tmp_path / "out"))
+    assert "train it first with: python -m mtalign_jax.train --config " \
+           "configs/rm_engagement.py:mini --workdir" in str(e.value)
+    assert str(e.value).startswith(str(tmp_path / "no_rm"))
+    assert not os.path.exists(tmp_path / "out" / "samples.jsonl")
+
+
+def test_pair_fields_are_ours_not_the_source_rows():
+    """A prompt row's own `objective` / `chosen_score` (e.g. a pair source's labels) never
+    override the pair's: the objective made and the scores that formed the pair."""
+    ex = [{"prompt": "a", "objective": "accuracy", "chosen_score": 9.0, "topic": "t"}]
+    pairs, _ = pairs_from_scores(ex, [["x", "y"]], [[0.25, 0.75]], objective="engagement")
+    assert (pairs[0]["objective"], pairs[0]["chosen_score"], pairs[0]["rejected_score"],
+            pairs[0]["topic"]) == ("engagement", 0.75, 0.25, "t")

@@ -9,6 +9,15 @@ empty, `data.demo_pairs` names the folder where `make demo` wrote its real pair 
 (`resolve_pair_files`). They are resolved when the data is loaded, so an override of
 `data.objectives` (e.g. dpo_single with engagement) picks that objective's file; a missing file
 is a clear error there (training/task_preference.py).
+
+Other domains' `mini` defaults (also used only while `data.files` is empty):
+- `data.default_files`: a files spec filtered to `data.objectives` when resolved, e.g. the
+  tutor's `accuracy:source:socratic_mind,engagement:workdirs/.../pairs_engagement.jsonl`; a
+  missing file's error names `data.default_files_help` (the command that makes it).
+- `data.source` (+ `data.source_path`, the source's file): every pair of a built-in pair source
+  (e.g. `ultrafeedback`, one objective per dimension), grouped by each row's objective.
+A files entry `OBJECTIVE:source:NAME` reads that objective's pairs from the built-in source NAME
+(mtalign_jax/data/sources) instead of a file.
 """
 from __future__ import annotations
 
@@ -90,12 +99,19 @@ def demo_pair_files(objectives, demo_dir: str = DEMO_DIR) -> str:
 
 def resolve_pair_files(data) -> tuple[str, bool]:
     """(files spec, defaulted): `data.files`, or when it is empty and `data.demo_pairs` is set,
-    the demo's pair files of `data.objectives` (defaulted=True); else ("", False)."""
+    the demo's pair files of `data.objectives` (defaulted=True), or when `data.default_files`
+    is set, its entries of `data.objectives` (defaulted=True); else ("", False)."""
     if data.files:
         return str(data.files), False
+    objectives = [o.strip() for o in str(data.objectives).split(",") if o.strip()]
     demo = data.get("demo_pairs", "")
-    if demo and str(data.objectives).strip():
-        return demo_pair_files(data.objectives, demo), True
+    if demo and objectives:
+        return demo_pair_files(objectives, demo), True
+    default = str(data.get("default_files", ""))
+    if default and objectives:
+        entries = [e.strip() for e in default.split(",") if e.strip()]
+        keep = [e for e in entries if e.split(":", 1)[0] in objectives]
+        return ",".join(keep), bool(keep)
     return "", False
 
 
@@ -118,6 +134,9 @@ def preference_config(task: str, objectives: str, variant: str, domain: str = "m
     c.data.balanced = True
     c.data.conflict = False
     c.data.demo_pairs = ""  # folder of `make demo`'s pairs_<objective>.jsonl: default files
+    c.data.default_files = ""  # other mini defaults: "objective:PATH|source:NAME,..."
+    c.data.default_files_help = ""  # the command(s) that write a missing default file
+    c.data.source_path = ""  # with data.source: the source's file ("" = its offline location)
     k = len(objectives.split(","))
     c.model.num_heads = k if task == "mahdpo" else 1
     c.model.head_init_noise = 1e-3

@@ -105,6 +105,8 @@ def missing_metadata_error(files_spec: str, objective_of_file: Optional[str], ch
         for objective, path in validate.parse_files_spec(files_spec):
             if objective_of_file is not None and objective != objective_of_file:
                 continue
+            if path.startswith("source:"):  # a built-in source: no file lines to point at
+                continue
             for line, obj in validate._read_objects(path, []):  # noqa: SLF001 (line numbers)
                 if isinstance(obj, dict) and not check(obj):
                     return validate.DataError(path, line, what, field,

@@ -29,8 +29,11 @@ REFERENCE_FILE = "reference_logps.npz"
 def load_preference_data(config) -> dict:
     """{"objectives", "train": {obj: rows}, "eval": {obj: rows}}; every named file validated.
 
-    Files: `data.files`, or for the math `mini` configs the demo's pair files
-    (config_base.resolve_pair_files); a missing default file is a clear error."""
+    Files: `data.files`, or for the `mini` configs their default files (the demo's pair files
+    for math, `data.default_files` for the tutor; config_base.resolve_pair_files); a missing
+    default file is a clear error. A files entry `OBJECTIVE:source:NAME` reads that objective's
+    pairs from the built-in source NAME. With no files, `data.source` (at `data.source_path`)
+    gives every objective's pairs (e.g. ultrafeedback's dimensions)."""
     from mtalign_jax.data import pipeline, synthetic, validate
     from mtalign_jax.training.config_base import resolve_pair_files
 
@@ -41,10 +44,13 @@ def load_preference_data(config) -> dict:
                          "e.g. --config.data.objectives=accuracy,engagement")
     files, defaulted = resolve_pair_files(c)
     if defaulted:
-        _check_default_files(files, objectives)
+        _check_default_files(files, objectives, c.get("default_files_help", ""))
     by_obj: dict[str, list] = {o: [] for o in objectives}
     if files:
-        data, _ = validate.validate_files(files, "mahdpo", objectives, c.skip_bad_rows)
+        if any(p.startswith(SOURCE_PREFIX) for _, p in validate.parse_files_spec(files)):
+            data = _files_and_sources(files, objectives, c.skip_bad_rows)
+        else:
+            data, _ = validate.validate_files(files, "mahdpo", objectives, c.skip_bad_rows)
         for o in objectives:
             by_obj[o].extend(data.get(o, []))
         missing = [o for o in objectives if not by_obj[o]]
@@ -52,6 +58,15 @@ def load_preference_data(config) -> dict:
             raise ValueError(f"no preference data for objective(s) {', '.join(missing)}: the "
                              f"files must name every objective of the config "
                              f"({', '.join(objectives)})")
+    elif c.get("source", ""):
+        for r in _source_pairs(c.source, c.get("source_path", "") or None):
+            if r["objective"] in by_obj:
+                by_obj[r["objective"]].append(r)
+        missing = [o for o in objectives if not by_obj[o]]
+        if missing:
+            raise ValueError(f"data.source={c.source!r} has no pairs for objective(s) "
+                             f"{', '.join(missing)} (the config's objectives: "
+                             f"{', '.join(objectives)})")
     elif c.synthetic:
         rows = synthetic.synthetic_preferences(objectives, c.synthetic, seed=config.seed,
                                                conflict=bool(c.get("conflict", False)))
@@ -67,17 +82,67 @@ def load_preference_data(config) -> dict:
     return {"objectives": objectives, "train": train, "eval": held}
 
 
-def _check_default_files(files: str, objectives) -> None:
-    """The demo's default pair files must exist (FileNotFoundError naming the first missing)."""
+def _check_default_files(files: str, objectives, help_: str = "") -> None:
+    """The default pair files must exist (FileNotFoundError naming the first missing): the
+    demo's (`make demo`), or those of `data.default_files` (`help_` says what makes them)."""
     from mtalign_jax.data import validate
 
     for _, path in validate.parse_files_spec(files):
-        if not os.path.isfile(path):
-            example = ",".join(f"{o}:PATH" for o in objectives)
+        if path.startswith(SOURCE_PREFIX) or os.path.isfile(path):
+            continue
+        example = ",".join(f"{o}:PATH" for o in objectives)
+        if help_:
             raise FileNotFoundError(
                 f"{path}: no such file ({os.path.abspath(path)}); data.files is empty, so this "
-                f"config trains on the pair files `make demo` writes: run `make demo` first or "
-                f"pass --config.data.files={example}")
+                f"config trains on its default pair files ({files}). Make it with: {help_}; "
+                f"or pass --config.data.files={example}")
+        raise FileNotFoundError(
+            f"{path}: no such file ({os.path.abspath(path)}); data.files is empty, so this "
+            f"config trains on the pair files `make demo` writes: run `make demo` first or "
+            f"pass --config.data.files={example}")
+
+
+SOURCE_PREFIX = "source:"  # a files entry OBJECTIVE:source:NAME reads a built-in pair source
+
+
+def _source_pairs(name: str, path=None) -> list[dict]:
+    """Every preference pair of the built-in source `name` (mtalign_jax/data/sources), each
+    with its `objective`; `path` is the source's file (None: its offline location)."""
+    from mtalign_jax.data.sources import read_source
+
+    rows = read_source(name, path=path)
+    bad = next((i for i, r in enumerate(rows) if not {"prompt", "chosen", "rejected",
+                                                      "objective"} <= set(r)), None)
+    if bad is not None:
+        raise ValueError(f"source {name!r} does not give preference pairs (row {bad + 1} has "
+                         f"{sorted(rows[bad])}; need prompt, chosen, rejected, objective)")
+    return rows
+
+
+def _files_and_sources(files: str, objectives, skip_bad_rows: bool) -> dict[str, list]:
+    """{objective: rows} of a files spec whose entries are files or `source:NAME`."""
+    from mtalign_jax.data import validate
+
+    by_obj: dict[str, list] = {o: [] for o in objectives}
+    for objective, path in validate.parse_files_spec(files):
+        if objective is None:
+            raise validate.DataError(path, 1, f"preference files are named per objective: "
+                                              f"--config.data.files={objectives[0]}:PATH,...")
+        if objective not in by_obj:
+            raise validate.DataError(path, 1, f"unknown objective {objective!r} named for this "
+                                              f"entry in --config.data.files (valid: "
+                                              f"{', '.join(objectives)})")
+        if path.startswith(SOURCE_PREFIX):
+            name = path[len(SOURCE_PREFIX):]
+            rows = [r for r in _source_pairs(name) if r["objective"] == objective]
+            if not rows:
+                raise ValueError(f"--config.data.files entry {objective}:{path}: source "
+                                 f"{name!r} has no pairs for objective {objective!r}")
+        else:
+            rows = validate.load_preference_file(path, objective, objectives=objectives,
+                                                 skip_bad_rows=skip_bad_rows)
+        by_obj[objective].extend(rows)
+    return by_obj
 
 
 def _fingerprint(config, data, split: str) -> str:
