@@ -33,9 +33,9 @@ def tiny():
 
 
 def _valid_kv(cache, row):
-    """(k, v) [L, n_valid, Hkv, hd] of one cache row's valid slots, in slot order."""
+    """(k, v) [L, Hkv, n_valid, hd] of one cache row's valid slots, in slot order."""
     valid = np.asarray(cache.valid[row])
-    return np.asarray(cache.k[:, row])[:, valid], np.asarray(cache.v[:, row])[:, valid]
+    return np.asarray(cache.k[:, row])[:, :, valid], np.asarray(cache.v[:, row])[:, :, valid]
 
 
 def _fresh_kv(model, params, ids):
@@ -160,7 +160,7 @@ def test_smollm2_teacher_forced_reencode_matches_cache(smollm2):
         model, params, tok, [prompt], guide=guide, guide_prompts=[q], num_candidates=2,
         max_new_tokens=16, max_step_tokens=8, rng=jax.random.PRNGKey(0), record_logits=True,
         return_cache=True)
-    assert len(res.trace) == 2
+    assert len(res.trace) >= 2  # (16 tokens in steps of <= 8: two or more steps)
     full = np.asarray(mtalign_jax.logits(model, params, np.asarray([prompt + res.tokens])))[0]
     end = len(prompt) - 1
     for t, s in enumerate(res.trace):

@@ -178,3 +178,31 @@ def test_decode_steps_stop_ids_and_continuation(tiny):
     for r, seq in enumerate(ref):
         got = np.asarray(out.tokens)[r, :lengths[r]].tolist() + np.asarray(out2.tokens)[r].tolist()
         assert got == seq[:lengths[r] + 4]
+
+
+def test_fast_top_k_and_categorical_match_the_library_semantics():
+    """top_k_mask equals `x >= k-th largest` (ties kept); categorical_rows draws from the
+    softmax (frequencies of 20k draws within 0.01) and never picks a masked entry."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mtalign_jax.decoding.sampling import categorical_rows, top_k_mask
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 300)).astype(np.float32) * 5
+    x[0, :7] = 2.5  # ties at the threshold
+    x[1] = -np.abs(x[1])  # all negative
+    for k in (1, 7, 50, 299):
+        kth = np.sort(x, axis=1)[:, ::-1][:, k - 1:k]
+        np.testing.assert_array_equal(np.asarray(top_k_mask(jnp.asarray(x), k)), x >= kth)
+    probs = np.array([0.1, 0.2, 0.0, 0.7], np.float32)
+    logits = np.full((1, 257), -np.inf, np.float32)  # 257: the last chunk is partial
+    logits[0, [3, 130, 200, 256]] = np.log(np.maximum(probs, 1e-38))
+    logits[0, 200] = jnp.finfo(jnp.float32).min  # masked like top-k / top-p do
+    keys = jax.random.split(jax.random.PRNGKey(3), 20000)
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: categorical_rows(k[None], jnp.asarray(
+        logits))[0]))(keys))
+    freq = np.array([np.mean(draws == i) for i in (3, 130, 200, 256)])
+    np.testing.assert_allclose(freq, probs, atol=0.01)
+    assert set(np.unique(draws)) <= {3, 130, 256}
