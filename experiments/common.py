@@ -362,6 +362,16 @@ def one_hot(k: int, i: int) -> list[float]:
     return [1.0 if j == i else 0.0 for j in range(k)]
 
 
+def add_head_rows(res, score, workdir: str, heads, label: str) -> None:
+    """Rows `label (ensemble)` (uniform head weights) and `label (head h)` (each head alone)
+    of a multi-head workdir: `score(workdir, weights)` -> {objective: [acc per weight]}."""
+    k = len(heads)
+    acc = score(workdir, [uniform(k)] + [one_hot(k, i) for i in range(k)])
+    res.add_all(f"{label} (ensemble)", {o: a[0] for o, a in acc.items()})
+    for i, h in enumerate(heads):
+        res.add_all(f"{label} (head {h})", {o: a[1 + i] for o, a in acc.items()})
+
+
 def uniform(k: int) -> list[float]:
     return [1.0 / k] * k
 

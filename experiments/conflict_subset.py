@@ -106,11 +106,7 @@ def run(args) -> dict:
         res.add_all("single-head DPO (pooled)", {o: a[0] for o, a in score(mixed.workdir).items()})
         mah = common.train(mah_cfg, v, dict(base_ov, **{"model.num_heads": k}), args.runs,
                            f"conflict_mahdpo-s{seed}")
-        weights = [common.uniform(k)] + [common.one_hot(k, i) for i in range(k)]
-        acc = score(mah.workdir, weights)
-        res.add_all("MAH-DPO (ensemble)", {o: a[0] for o, a in acc.items()})
-        for i, h in enumerate(files):
-            res.add_all(f"MAH-DPO (head {h})", {o: a[1 + i] for o, a in acc.items()})
+        common.add_head_rows(res, score, mah.workdir, list(files), "MAH-DPO")
     return common.write_outputs(
         args, res, title="Conflict subset: pooled single-head DPO vs MAH-DPO",
         notes=f"Objectives {', '.join(files)}; held-out preference accuracy on the conflicting "

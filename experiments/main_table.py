@@ -116,11 +116,7 @@ def run(args) -> dict:
         make_soup([singles[o] for o in files], [1.0 / k] * k, soup_dir)
         res.add_all("dpo_soup", {o: a[0] for o, a in score(soup_dir).items()})
         mah = common.train("mahdpo_math", v, ov(), args.runs, f"mahdpo_math-s{seed}")
-        weights = [common.uniform(k)] + [common.one_hot(k, i) for i in range(k)]
-        acc = score(mah.workdir, weights)
-        res.add_all("mahdpo (ensemble)", {o: a[0] for o, a in acc.items()})
-        for i, h in enumerate(files):
-            res.add_all(f"mahdpo (head {h})", {o: a[1 + i] for o, a in acc.items()})
+        common.add_head_rows(res, score, mah.workdir, list(files), "mahdpo")
     return common.write_outputs(
         args, res, title="MAH-DPO vs baselines: held-out preference accuracy per objective",
         notes="Rows are methods, columns objectives; every number is the held-out preference "
