@@ -49,7 +49,8 @@ RM_TRAIN_COMMAND = "python -m mtalign_jax.train --config configs/rm_engagement.p
 def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str]],
                       scores: Sequence[Sequence[float]], *, objective: str,
                       tie_eps: float = 0.0) -> tuple[list[dict], dict]:
-    """One best-vs-worst pair per prompt; ties dropped and counted.
+    """One best-vs-worst pair per prompt among its non-blank responses; ties (equal scores, or
+    fewer than two non-blank responses) dropped and counted.
 
     examples[i] holds the prompt (`prompt`) and metadata; responses[i] / scores[i] its N
     samples and their scores. Returns (pairs, {"prompts", "pairs", "ties"}); a pair records
@@ -64,7 +65,13 @@ def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str
         if len(resp) != len(sc) or len(resp) < 2:
             raise ValueError(f"prompt {ex.get('prompt', '')[:40]!r}: need >= 2 responses with "
                              f"one score each, got {len(resp)} and {len(sc)}")
-        hi, lo = int(np.argmax(sc)), int(np.argmin(sc))
+        # An empty (blank) response is never a pair side: the pair format rejects it.
+        ok = np.array([bool(r.strip()) for r in resp])
+        if ok.sum() < 2:
+            ties += 1
+            continue
+        hi = int(np.argmax(np.where(ok, sc, -np.inf)))
+        lo = int(np.argmin(np.where(ok, sc, np.inf)))
         if sc[hi] - sc[lo] <= tie_eps or resp[hi] == resp[lo]:
             ties += 1
             continue

@@ -33,11 +33,22 @@ def test_pairs_from_scores_rule():
     assert pairs[0]["answer"] == 1 and pairs[0]["objective"] == "accuracy"
     with pytest.raises(ValueError, match="2 response lists"):
         pairs_from_scores(ex, resp[:2], scores, objective="accuracy")
+    # a blank response is never a side: the best and worst non-blank ones pair; one left: a tie
+    pairs, stats = pairs_from_scores(ex[:2], [["", "m", "n"], [" ", "o", ""]],
+                                     [[-9.0, 1.0, 0.0], [5.0, 1.0, -5.0]], objective="engagement")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("m", "n")]
+    assert (pairs[0]["chosen_sample"], pairs[0]["rejected_sample"]) == (1, 2)
+    assert stats == {"prompts": 2, "pairs": 1, "ties": 1}
 
 
 def _grader(example, response):
     """Deterministic: the number of vowels in the response, mod 3 (many ties, many pairs)."""
     return float(sum(ch in "aeiou" for ch in response) % 3)
+
+
+def _kept_scores(sample_row):
+    """Scores of a prompt's non-blank responses (blank ones never form a pair)."""
+    return [x for r, x in zip(sample_row["responses"], sample_row["scores"]) if r.strip()]
 
 
 def test_tiny_model_pairs_ordered_and_ties_counted(tmp_path):
@@ -50,7 +61,7 @@ def test_tiny_model_pairs_ordered_and_ties_counted(tmp_path):
     assert len(samples) == c.data.num_prompts
     assert all(len(s["responses"]) == c.samples_per_prompt for s in samples)
     assert stats["pairs"] == len(pairs) and stats["pairs"] + stats["ties"] == c.data.num_prompts
-    expected_ties = sum(max(s["scores"]) == min(s["scores"]) for s in samples)
+    expected_ties = sum(len(k) < 2 or max(k) == min(k) for k in map(_kept_scores, samples))
     assert stats["ties"] == expected_ties
     assert pairs, "the vowel grader should separate some samples"
     for p in pairs:
@@ -116,7 +127,8 @@ def test_rm_grader_pairs_chosen_has_higher_rm_score(tmp_path, tiny_rm):
         assert p["objective"] == "engagement" and "source_metadata" in p
         assert p["chosen_score"] > p["rejected_score"] + c.tie_eps
         s = by_prompt[p["prompt"]]
-        assert p["chosen_score"] == max(s["scores"]) and p["rejected_score"] == min(s["scores"])
+        kept = _kept_scores(s)
+        assert p["chosen_score"] == max(kept) and p["rejected_score"] == min(kept)
         # The stored scores are the RM's scores of (prompt, response).
         again = score_texts(rm, [p["prompt"]] * 2, [p["chosen"], p["rejected"]])
         np.testing.assert_allclose(again, [p["chosen_score"], p["rejected_score"]], rtol=1e-5,
