@@ -5,10 +5,7 @@ Same model weights (a 1-head model, HF `lm_head` = our head 0), the same B rando
 both sides do the same work. Ours: `mtalign_jax.decoding.sampling.generate` (jitted prefill +
 on-device decode loop with a donated KV cache); baseline: `LlamaForCausalLM.generate` with its
 dynamic KV cache, all cores. Also reports the fraction of rows whose tokens are identical
-(greedy near-ties may differ by float rounding).
-
-Not measured here yet: guided decoding (continuing cache vs re-encode), which needs the guided
-decoder (`mtalign_jax.decoding.guided`).
+(greedy near-ties may differ by float rounding). Guided decoding is `benchmarks/guided.py`.
 """
 from __future__ import annotations
 

@@ -9,29 +9,19 @@ tiny: the random tiny model (byte tokenizer), 8 prompts x 4 samples, 8 new token
 nearly every prompt is a tie under the exact grader). mini: SmolLM2-135M-Instruct, 128
 prompts x 4 samples, 48 new tokens, temperature 1.0 top-k 50 (the paper's sampling settings).
 """
-import ml_collections
+from mtalign_jax.make_pairs import base_config
 
 
 def get_config(arg: str = "tiny"):
-    if arg not in ("tiny", "mini"):
-        raise ValueError(f"unknown variant {arg!r} (tiny, mini)")
+    c = base_config(arg)
     tiny = arg == "tiny"
-    c = ml_collections.ConfigDict()
-    c.model = "tiny" if tiny else "smollm2-135m-instruct"
-    c.dtype = "float32"
     c.objective = "accuracy"
     c.grader = "exact_int"
     c.prompt_template = "arithmetic"
-    c.samples_per_prompt = 4
-    c.max_new_tokens = 8 if tiny else 48
-    c.temperature = 1.0
-    c.top_k = 50
     c.batch_size = 32 if tiny else 64  # sampled rows per batch
     c.tie_eps = 0.0
-    c.seed = 0
-    c.data = ml_collections.ConfigDict()
     c.data.source = "arithmetic"
     c.data.num_prompts = 8 if tiny else 128
-    c.data.options = ml_collections.ConfigDict(
-        {"n": 8 if tiny else 128, "seed": 0, "num_operands": 2, "max_value": 20})
+    c.data.options.update({"n": 8 if tiny else 128, "seed": 0, "num_operands": 2,
+                           "max_value": 20})
     return c

@@ -19,31 +19,20 @@ dialogues dropped); the policy samples N tutor turns per dialogue and the engage
 Another reward model: `--config.rm=PATH` (a reward-model workdir or HF directory).
 Sampling: temperature 1.0, top-k 50 (the paper's settings); ties within `tie_eps` are dropped.
 """
-import ml_collections
+from mtalign_jax.make_pairs import base_config
 
 
 def get_config(arg: str = "tiny"):
-    if arg not in ("tiny", "mini"):
-        raise ValueError(f"unknown variant {arg!r} (tiny, mini)")
+    c = base_config(arg)
     tiny = arg == "tiny"
-    c = ml_collections.ConfigDict()
-    c.model = "tiny" if tiny else "smollm2-135m-instruct"
-    c.dtype = "float32"
     c.objective = "engagement"
     c.grader = "rm"
     c.rm = "/tmp/rm_engagement" if tiny else "workdirs/rm_engagement"
     c.rm_batch_size = 16
     c.prompt_template = "tutor"
-    c.samples_per_prompt = 4
-    c.max_new_tokens = 8 if tiny else 48
-    c.temperature = 1.0
-    c.top_k = 50
     c.batch_size = 16 if tiny else 32  # sampled rows per batch
     c.tie_eps = 1e-4  # RM scores are continuous: near-equal scores are ties
-    c.seed = 0
-    c.data = ml_collections.ConfigDict()
     c.data.source = "socratic_mind"
-    c.data.options = ml_collections.ConfigDict()
     c.data.num_prompts = 4 if tiny else 128
     c.data.max_prompt_chars = 160 if tiny else 1200  # keep the dialogue's end
     c.data.unique = True

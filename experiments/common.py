@@ -41,6 +41,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from mtalign_jax.data.synthetic import write_jsonl  # also the scripts
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 OBJECTIVES = ("accuracy", "engagement")
@@ -166,12 +168,6 @@ def parse_data(spec: str) -> dict[str, str]:
             raise FileNotFoundError(f"--data: {path} (objective {obj!r}) does not exist")
         out[obj] = path
     return out
-
-
-def write_jsonl(rows, path: str) -> str:
-    from mtalign_jax.data.synthetic import write_jsonl as _w
-
-    return _w(rows, path)
 
 
 def synthetic_rows(objectives: Sequence[str], n: int, conflict: bool = False) -> dict:

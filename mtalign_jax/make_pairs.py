@@ -46,6 +46,28 @@ PROMPT_TEMPLATES = {
 RM_TRAIN_COMMAND = "python -m mtalign_jax.train --config configs/rm_engagement.py:mini --workdir"
 
 
+def base_config(arg: str):
+    """What every make_pairs config shares: the policy of the variant (tiny: the random tiny
+    model; mini: SmolLM2-135M-Instruct), 4 samples a prompt of <= 8 / 48 new tokens at
+    temperature 1.0, top-k 50 (the paper's sampling settings), seed 0, an empty `data`."""
+    import ml_collections
+
+    if arg not in ("tiny", "mini"):
+        raise ValueError(f"unknown variant {arg!r} (tiny, mini)")
+    tiny = arg == "tiny"
+    c = ml_collections.ConfigDict()
+    c.model = "tiny" if tiny else "smollm2-135m-instruct"
+    c.dtype = "float32"
+    c.samples_per_prompt = 4
+    c.max_new_tokens = 8 if tiny else 48
+    c.temperature = 1.0
+    c.top_k = 50
+    c.seed = 0
+    c.data = ml_collections.ConfigDict()
+    c.data.options = ml_collections.ConfigDict()
+    return c
+
+
 def pairs_from_scores(examples: Sequence[dict], responses: Sequence[Sequence[str]],
                       scores: Sequence[Sequence[float]], *, objective: str,
                       tie_eps: float = 0.0) -> tuple[list[dict], dict]:
@@ -199,13 +221,15 @@ def run(config, workdir: str, grader: Callable[[dict, str], float] | None = None
         scorer = per_item_scorer(grader) if grader else make_scorer(config)
         model, params, tok = load_pretrained(config.model, dtype=config.dtype)
         per = max(1, int(config.batch_size) // n)
+        start = len(done)  # chunk keys depend on the prompt index only: a resumed run samples
+        # what an uninterrupted one would
         with open(samples_path, "a") as f, tqdm(total=len(examples), initial=len(done),
                                                  desc="make_pairs: sampling") as bar:
             for i in range(0, len(todo), per):
                 chunk = todo[i:i + per]
                 ids = [tok.encode_chat([{"role": "user", "content": e["prompt"]}])
                        for e in chunk for _ in range(n)]
-                rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), len(done) + i)
+                rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), start + i)
                 res = generate(model, params, ids, max_new_tokens=config.max_new_tokens,
                                rng=rng, temperature=config.temperature, top_k=config.top_k,
                                tokenizer=tok)

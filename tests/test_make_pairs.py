@@ -12,15 +12,20 @@ from mtalign_jax.make_pairs import pairs_from_scores, run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(**over):
-    path = os.path.join(ROOT, "configs", "make_pairs_arithmetic.py")
-    spec = importlib.util.spec_from_file_location("make_pairs_arithmetic", path)
+def _load(name: str, **over):
+    """configs/NAME.py:tiny with the keys `over` replaced."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs",
+                                                                     f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config("tiny")
     for k, v in over.items():
         c[k] = v
     return c
+
+
+def _config(**over):
+    return _load("make_pairs_arithmetic", **over)
 
 
 def test_pairs_from_scores_rule():
@@ -80,14 +85,7 @@ def test_tiny_model_pairs_ordered_and_ties_counted(tmp_path):
 # the reward-model grader (tutor engagement pairs)
 
 def _tutor_config(**over):
-    path = os.path.join(ROOT, "configs", "make_pairs_tutor_engagement.py")
-    spec = importlib.util.spec_from_file_location("make_pairs_tutor_engagement", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("tiny")
-    for k, v in over.items():
-        c[k] = v
-    return c
+    return _load("make_pairs_tutor_engagement", **over)
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +93,7 @@ def tiny_rm(tmp_path_factory):
     """A tiny engagement RM trained for a few steps (configs/rm_engagement.py:tiny)."""
     from mtalign_jax.training.loop import run as train
 
-    spec = importlib.util.spec_from_file_location(
-        "rm_engagement", os.path.join(ROOT, "configs", "rm_engagement.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("tiny")
+    c = _load("rm_engagement")
     c.total_steps = c.log_every = 3
     c.checkpoint_every = c.eval_every = 1000  # no eval pass: training alone, then the final save
     wd = tmp_path_factory.mktemp("rm_engagement")

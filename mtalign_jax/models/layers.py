@@ -66,30 +66,11 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return (x32 * cos + rot * sin).astype(x.dtype)
 
 
-def cache_attention(q, k, v, mask):
-    """Grouped-query attention over a cache in its own layout.
-
-    q [B, T, Hq, hd]; k, v [B, Hkv, S, hd]; mask [B, 1, T, S] bool -> [B, T, Hq, hd]. Query head
-    h reads kv head h // (Hq / Hkv), as `jax.nn.dot_product_attention` does; scores and softmax
-    in float32; a row with no visible key gets uniform weights (finite), as there.
-    """
-    b, t, hq, hd = q.shape
-    hkv, s = k.shape[1], k.shape[2]
-    g = hq // hkv
-    qg = q.reshape(b, t, hkv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, hkv, g * t, hd)
-    scores = jnp.einsum("bkqh,bksh->bkqs", qg, k, preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, hkv, g, t, s) * (hd ** -0.5)
-    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
-    p = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, hkv, g * t, s)
-    out = jnp.einsum("bkqs,bksh->bkqh", p, v)  # [B, Hkv, G*T, hd]
-    return out.reshape(b, hkv, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, hq, hd)
-
-
 class Attention(nn.Module):
     """Grouped-query attention with an optional in-place KV cache.
 
     Call: x [B, T, D], positions [B, T], mask [B, 1, T, S] bool, and either no cache (S == T) or
-    the whole cache `(k_all, v_all)` [L, B, Hkv, S, hd] plus this layer's index and the write
+    the whole cache `(k_all, v_all)` [L, B, S, Hkv, hd] plus this layer's index and the write
     slot; returns (y [B, T, D], updated (k_all, v_all) or None).
     """
 
@@ -116,18 +97,16 @@ class Attention(nn.Module):
 
         if cache is not None:
             k_all, v_all = cache
-            start = (layer, 0, 0, index, 0)
-            heads_first = lambda a: a.transpose(0, 2, 1, 3)[None].astype(k_all.dtype)  # noqa
-            k_all = jax.lax.dynamic_update_slice(k_all, heads_first(k), start)
-            v_all = jax.lax.dynamic_update_slice(v_all, heads_first(v), start)
+            start = (layer, 0, index, 0, 0)
+            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
+            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
             keys = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(dt)
             vals = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(dt)
-            y = cache_attention(q, keys, vals, mask)  # [B, T, Hq, hd]
             new_cache = (k_all, v_all)
         else:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask)  # [B, T, Hq, hd]
-            new_cache = None
+            keys, vals, new_cache = k, v, None
 
+        y = jax.nn.dot_product_attention(q, keys, vals, mask=mask)  # [B, T, Hq, hd]
         y = nn.Dense(cfg.d_model, use_bias=False, dtype=dt, param_dtype=pdt,
                      kernel_init=_init(("q_heads", "embed")),
                      name="o_proj")(y.reshape(b, t, cfg.n_heads * cfg.head_dim))

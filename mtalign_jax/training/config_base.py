@@ -2,18 +2,13 @@
 
 Keys every training config has: total_steps, checkpoint_every, log_every, eval_every, seed.
 
-Default data of the math `mini` preference configs (mahdpo_math, dpo_*): with `data.files`
-empty, `data.demo_pairs` names the folder where `make demo` wrote its real pair files
-(`pairs_<objective>.jsonl`, mtalign_jax/demo/stages.py stage_pairs), so the files resolve to
-`accuracy:demo_out/pairs_accuracy.jsonl,engagement:demo_out/pairs_engagement.jsonl`
-(`resolve_pair_files`). They are resolved when the data is loaded, so an override of
-`data.objectives` (e.g. dpo_single with engagement) picks that objective's file; a missing file
-is a clear error there (training/task_preference.py).
-
-Other domains' `mini` defaults (also used only while `data.files` is empty):
-- `data.default_files`: a files spec filtered to `data.objectives` when resolved, e.g. the
-  tutor's `accuracy:source:socratic_mind,engagement:workdirs/.../pairs_engagement.jsonl`; a
-  missing file's error names `data.default_files_help` (the command that makes it).
+Default data of the `mini` preference configs (used only while `data.files` is empty):
+- `data.default_files`: a files spec filtered to `data.objectives` when the data is loaded (so an
+  override of `data.objectives`, e.g. dpo_single with engagement, picks that objective's file).
+  Math: the real pair files `make demo` writes (`DEMO_FILES`, mtalign_jax/demo/stages.py
+  stage_pairs); tutor: `accuracy:source:socratic_mind,engagement:workdirs/.../pairs_engagement.jsonl`.
+  A missing file is a clear error naming `data.default_files_help`, the command that makes it
+  (training/task_preference.py).
 - `data.source` (+ `data.source_path`, the source's file): every pair of a built-in pair source
   (e.g. `ultrafeedback`, one objective per dimension), grouped by each row's objective.
 A files entry `OBJECTIVE:source:NAME` reads that objective's pairs from the built-in source NAME
@@ -25,7 +20,8 @@ import os
 
 import ml_collections
 
-DEMO_DIR = "demo_out"  # `make demo`'s workdir (python -m mtalign_jax.demo --workdir demo_out)
+# The pair files `make demo` writes (python -m mtalign_jax.demo --workdir demo_out).
+DEMO_FILES = "accuracy:demo_out/pairs_accuracy.jsonl,engagement:demo_out/pairs_engagement.jsonl"
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -90,23 +86,12 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     return c
 
 
-def demo_pair_files(objectives, demo_dir: str = DEMO_DIR) -> str:
-    """"accuracy:DIR/pairs_accuracy.jsonl,..." for the objectives (a list or "a,b")."""
-    if isinstance(objectives, str):
-        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
-    return ",".join(f"{o}:{os.path.join(demo_dir, f'pairs_{o}.jsonl')}" for o in objectives)
-
-
 def resolve_pair_files(data) -> tuple[str, bool]:
-    """(files spec, defaulted): `data.files`, or when it is empty and `data.demo_pairs` is set,
-    the demo's pair files of `data.objectives` (defaulted=True), or when `data.default_files`
-    is set, its entries of `data.objectives` (defaulted=True); else ("", False)."""
+    """(files spec, defaulted): `data.files`, or when it is empty and `data.default_files` is
+    set, its entries of `data.objectives` (defaulted=True); else ("", False)."""
     if data.files:
         return str(data.files), False
     objectives = [o.strip() for o in str(data.objectives).split(",") if o.strip()]
-    demo = data.get("demo_pairs", "")
-    if demo and objectives:
-        return demo_pair_files(objectives, demo), True
     default = str(data.get("default_files", ""))
     if default and objectives:
         entries = [e.strip() for e in default.split(",") if e.strip()]
@@ -133,8 +118,7 @@ def preference_config(task: str, objectives: str, variant: str, domain: str = "m
     c.data.objectives = objectives
     c.data.balanced = True
     c.data.conflict = False
-    c.data.demo_pairs = ""  # folder of `make demo`'s pairs_<objective>.jsonl: default files
-    c.data.default_files = ""  # other mini defaults: "objective:PATH|source:NAME,..."
+    c.data.default_files = ""  # mini defaults: "objective:PATH|source:NAME,..."
     c.data.default_files_help = ""  # the command(s) that write a missing default file
     c.data.source_path = ""  # with data.source: the source's file ("" = its offline location)
     k = len(objectives.split(","))
@@ -170,7 +154,7 @@ def preference_config(task: str, objectives: str, variant: str, domain: str = "m
         c.eval_every = 30
         c.data.synthetic = 0  # real files: --config.data.files=obj:PATH,... (make_pairs / demo)
         if domain == "math":  # default: the pair files `make demo` writes
-            c.data.demo_pairs = DEMO_DIR
+            c.data.default_files, c.data.default_files_help = DEMO_FILES, "`make demo`"
         c.data.batch_size = 2 * k
         c.data.max_len = 192
         c.data.max_prompt_len = 96

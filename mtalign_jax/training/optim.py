@@ -113,7 +113,7 @@ def trainable_labels(cfg, params) -> Any:
     def label(path: str) -> str:
         if any(re.fullmatch(p, path) for p in freeze):
             return "freeze"
-        if top > 0 and path.startswith("trunk/") and not path.startswith(LAYERS_PREFIX):
+        if top > 0 and path.startswith(TRUNK_PREFIX) and not path.startswith(LAYERS_PREFIX):
             if not any(re.fullmatch(p, path) for p in unfreeze):
                 return "freeze"
         return "train"
@@ -163,9 +163,11 @@ def _trunk_or_heads(tree) -> Any:
 def _check_heads_only_warmup(n: int, cfg, params) -> None:
     if n < 0:
         raise ValueError(f"optim.heads_only_warmup_steps={n} must be >= 0")
+    if not n:
+        return
     labels = jax.tree_util.tree_leaves(trainable_labels(cfg, params))
     paths = jax.tree_util.tree_leaves(param_paths(params))
-    if n and not any(lab == "train" and not p.startswith(TRUNK_PREFIX)
+    if not any(lab == "train" and not p.startswith(TRUNK_PREFIX)
                      for lab, p in zip(labels, paths)):
         raise ValueError(f"optim.heads_only_warmup_steps={n}: no trainable parameter outside "
                          f"'{TRUNK_PREFIX}' (paths look like {paths[:4]}), nothing would train")

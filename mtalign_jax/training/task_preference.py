@@ -29,8 +29,8 @@ REFERENCE_FILE = "reference_logps.npz"
 def load_preference_data(config) -> dict:
     """{"objectives", "train": {obj: rows}, "eval": {obj: rows}}; every named file validated.
 
-    Files: `data.files`, or for the `mini` configs their default files (the demo's pair files
-    for math, `data.default_files` for the tutor; config_base.resolve_pair_files); a missing
+    Files: `data.files`, or for the `mini` configs their `data.default_files` (the demo's pair
+    files for math, config_base.resolve_pair_files); a missing
     default file is a clear error. A files entry `OBJECTIVE:source:NAME` reads that objective's
     pairs from the built-in source NAME. With no files, `data.source` (at `data.source_path`)
     gives every objective's pairs (e.g. ultrafeedback's dimensions)."""
@@ -83,23 +83,18 @@ def load_preference_data(config) -> dict:
 
 
 def _check_default_files(files: str, objectives, help_: str = "") -> None:
-    """The default pair files must exist (FileNotFoundError naming the first missing): the
-    demo's (`make demo`), or those of `data.default_files` (`help_` says what makes them)."""
+    """The default pair files must exist (FileNotFoundError naming the first missing and
+    `help_`, the command that makes them)."""
     from mtalign_jax.data import validate
 
     for _, path in validate.parse_files_spec(files):
         if path.startswith(SOURCE_PREFIX) or os.path.isfile(path):
             continue
         example = ",".join(f"{o}:PATH" for o in objectives)
-        if help_:
-            raise FileNotFoundError(
-                f"{path}: no such file ({os.path.abspath(path)}); data.files is empty, so this "
-                f"config trains on its default pair files ({files}). Make it with: {help_}; "
-                f"or pass --config.data.files={example}")
         raise FileNotFoundError(
             f"{path}: no such file ({os.path.abspath(path)}); data.files is empty, so this "
-            f"config trains on the pair files `make demo` writes: run `make demo` first or "
-            f"pass --config.data.files={example}")
+            f"config trains on its default pair files ({files}): run {help_ or 'what makes them'} "
+            f"first or pass --config.data.files={example}")
 
 
 SOURCE_PREFIX = "source:"  # a files entry OBJECTIVE:source:NAME reads a built-in pair source
