@@ -33,9 +33,10 @@ def tiny():
 
 
 def _valid_kv(cache, row):
-    """(k, v) [L, n_valid, Hkv, hd] of one cache row's valid slots, in slot order."""
+    """(k, v) [L, Hkv, n_valid, hd] of one cache row's valid slots, in slot order."""
     valid = np.asarray(cache.valid[row])
-    return np.asarray(cache.k[:, row])[:, valid], np.asarray(cache.v[:, row])[:, valid]
+    k = np.swapaxes(np.asarray(cache.k[:, row]), -1, -2)  # stored [L, Hkv, hd, S]
+    return k[:, :, valid], np.asarray(cache.v[:, row])[:, :, valid]
 
 
 def _fresh_kv(model, params, ids):

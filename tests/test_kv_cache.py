@@ -86,7 +86,7 @@ def test_repeat_then_gather_restores_rows(tiny):
     ids = jax.random.randint(jax.random.PRNGKey(2), (3, 5), 0, 256)
     _, cache = _cached(model, params, ids, [5], cache_len=8)
     rep = repeat(cache, 4)
-    assert rep.k.shape == (2, 12, 8, 2, 8)
+    assert rep.k.shape == (2, 12, 2, 8, 8) and rep.v.shape == (2, 12, 2, 8, 8)
     back = gather(rep, jnp.array([0, 4, 8]))  # the first copy of each row
     last = gather(rep, jnp.array([3, 7, 11]))  # the last copy of each row
     for got in (back, last):

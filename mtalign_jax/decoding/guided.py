@@ -244,9 +244,10 @@ def _select(cache, last, rows, shift, new_index):
     c = kvc.gather(cache, rows)
     s = c.max_len
     src = (jnp.arange(s)[None, :] - shift[:, None]) % s  # [B', S]: new slot <- old slot
-    kv_idx = jnp.broadcast_to(src[None, :, :, None, None], c.k.shape)
-    out = kvc.KVCache(k=jnp.take_along_axis(c.k, kv_idx, axis=2),
-                      v=jnp.take_along_axis(c.v, kv_idx, axis=2),
+    k_idx = jnp.broadcast_to(src[None, :, None, None, :], c.k.shape)
+    v_idx = jnp.broadcast_to(src[None, :, None, :, None], c.v.shape)
+    out = kvc.KVCache(k=jnp.take_along_axis(c.k, k_idx, axis=4),
+                      v=jnp.take_along_axis(c.v, v_idx, axis=3),
                       valid=jnp.take_along_axis(c.valid, src, axis=1),
                       pos=c.pos, index=jnp.asarray(new_index, jnp.int32))
     return out, jnp.take(last, rows, axis=0)

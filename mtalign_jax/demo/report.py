@@ -152,13 +152,15 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
     st = pr["stats"]
     lines += ["", "## Pairs (make_pairs on the base model's own samples)", "",
               f"- accuracy: {st['accuracy']['pairs']} pairs from {st['accuracy']['prompts']} "
-              f"prompts x {cfg.samples_per_prompt} samples ({st['accuracy']['ties']} ties "
+              f"prompts x {cfg.samples_per_prompt} samples at temperature "
+              f"{cfg.sample_temperature:g} ({st['accuracy']['ties']} ties "
               f"dropped; {st['accuracy'].get('gold_pairs', 0)} gold-answer pairs added because "
               f"too few natural ones); base sample accuracy {pr['base_sample_accuracy']:.3f}",
               f"- engagement: {st['engagement']['pairs']} pairs scored by the labeller "
               f"({st['engagement']['ties']} ties dropped)",
               f"- held-out accuracy pairs: {len(pr['heldout_pairs'])} "
-              f"({pr.get('heldout_gold_pairs', 0)} of them gold-answer pairs)", "",
+              f"({pr.get('heldout_gold_pairs', 0)} of them (exact answer, wrong sample) pairs, "
+              f"added up to {cfg.heldout_pairs_min})", "",
               "## Stage times (s)", "",
               "| stage | seconds | cached in this run |", "|---|---|---|"]
     for n, s in timings.items():

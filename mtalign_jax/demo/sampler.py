@@ -183,7 +183,8 @@ def _results(state: State, n: int, tok, prompts=None, prompt_x=None, per: int = 
 
 
 PROMPT_BUCKETS = (32, 64, 96, 128, 160)  # left-padded prompt lengths (multiples beyond)
-CACHE_PROMPT = 160  # cache slots reserved for the prompt: one cache shape, one compiled loop
+# A batch's cache holds its prompt bucket plus the new tokens, no more: a decode step's cost grows
+# with the slots it attends over (one compiled loop per bucket).
 
 
 def _pad_batch(prompts, pad_id, n_rows):
@@ -219,14 +220,12 @@ def generate_many(lower, upper, lo_p, policies: dict, tok, prompts: Sequence[Seq
         raise ValueError(f"batch_size {batch_size} is not a multiple of n={n}")
     per = batch_size // n
     stop = tuple(sorted({tok.eos_id, tok.im_end_id}))
-    cache_len = CACHE_PROMPT + max_new_tokens
     out = {name: [] for name in policies}
     rows = jnp.asarray(np.repeat(np.arange(per), n))
     for i in range(0, len(prompts), per):
         chunk = prompts[i:i + per]
         ids, mask, done = _pad_batch(chunk, tok.pad_id, per)
-        c_lo, x = _prefill_lower(lower, lo_p, ids, mask,
-                                 cache_len=max(cache_len, ids.shape[1] + max_new_tokens))
+        c_lo, x = _prefill_lower(lower, lo_p, ids, mask, cache_len=ids.shape[1] + max_new_tokens)
         for pi, (name, pol) in enumerate(policies.items()):
             state = _prefill_upper(upper, pol.upper_params, pol.head, c_lo, x, mask,
                                    jnp.asarray(done), rows, n_new=max_new_tokens,
@@ -277,7 +276,7 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
         ids, mask, done = _pad_batch(chunk, tok.pad_id, batch_size)
         b = ids.shape[0]
         c_lo, x = _prefill_lower(lower, lo_p, ids, mask,
-                                 cache_len=max(CACHE_PROMPT, ids.shape[1]) + slots)
+                                 cache_len=ids.shape[1] + slots)
         state = _prefill_upper(upper, policy.upper_params, policy.head, c_lo, x, mask,
                                jnp.asarray(done), jnp.repeat(jnp.arange(b), k),
                                n_new=max_new_tokens, pad_id=tok.pad_id)  # K copies of a prompt

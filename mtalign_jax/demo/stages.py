@@ -179,7 +179,7 @@ def _sample(ctx: Context, prompts: list[str], policy: sampler.Policy, n: int, de
 
 
 def stage_samples(ctx: Context) -> dict:
-    """The base model's own samples (temperature 1, top-k 50): N per training prompt of each
+    """The base model's own samples (`sample_temperature`, top-k 50): N per training prompt of each
     objective, N per held-out arithmetic prompt. The RM features and the lower-trunk
     activations that DPO reads (`samples`) come from the sampling pass itself."""
     c, d = ctx.cfg, ctx.results["data"]
@@ -189,7 +189,8 @@ def stage_samples(ctx: Context) -> dict:
                                       ("accuracy/heldout", d["arith"]["heldout"]),
                                       ("engagement/train", d["eng"]["train"]))):
         s = _sample(ctx, [r["prompt"] for r in rows], _base_policy(ctx), c.samples_per_prompt,
-                    f"sample {name}", 1.0, jax.random.fold_in(rng, i), keep_acts=True)
+                    f"sample {name}", c.sample_temperature, jax.random.fold_in(rng, i),
+                    keep_acts=True)
         out[name] = {"texts": s.texts, "feats": s.features(),
                      "tokens": int(sum(len(t) for t in s.tokens)),
                      "samples": {"prompt_ids": s.prompt_ids, "ids": s.tokens,
@@ -208,19 +209,20 @@ def _grade(rows, texts, n):
 
 
 def _add_gold_pairs(pairs: list, rows, texts, correct, n: int, need: int) -> int:
-    """Too few natural pairs (e.g. --quick's 8 new tokens): add the generator's exact answer as
-    chosen vs a wrong sample as rejected until `need` pairs exist; returns how many (reported)."""
+    """Too few natural pairs (few correct samples; --quick's 8 new tokens): add the generator's
+    exact answer as chosen vs each wrong sample as rejected until `need` pairs exist; returns
+    how many were added (reported beside the natural pairs)."""
     added = 0
     for i, r in enumerate(rows):
-        if len(pairs) >= need:
-            break
-        wrong = [j for j in range(n) if correct[i * n + j] < 0.5]
-        if wrong:
-            pairs.append({"prompt": r["prompt"], "chosen": f"The answer is {r['answer']}.",
-                          "rejected": texts[i * n + wrong[0]], "objective": "accuracy",
-                          "answer": r["answer"], "gold": True, "prompt_index": i,
-                          "chosen_sample": None, "rejected_sample": wrong[0]})
-            added += 1
+        for j in range(n):
+            if len(pairs) >= need:
+                return added
+            if correct[i * n + j] < 0.5:
+                pairs.append({"prompt": r["prompt"], "chosen": f"The answer is {r['answer']}.",
+                              "rejected": texts[i * n + j], "objective": "accuracy",
+                              "answer": r["answer"], "gold": True, "prompt_index": i,
+                              "chosen_sample": None, "rejected_sample": j})
+                added += 1
     return added
 
 
@@ -266,7 +268,8 @@ def stage_pairs(ctx: Context) -> dict:
             held_pairs.append({"prompt": r["prompt"], "chosen": t[a], "rejected": t[b],
                                "objective": "accuracy", "answer": r["answer"],
                                "prompt_index": i, "chosen_sample": a, "rejected_sample": b})
-    held_gold = _add_gold_pairs(held_pairs, held_rows, held_texts, held_correct, n, need=1)
+    held_gold = _add_gold_pairs(held_pairs, held_rows, held_texts, held_correct, n,
+                                 need=c.heldout_pairs_min)
     for name, rows in (("accuracy", acc_pairs), ("engagement", eng_pairs)):
         with open(os.path.join(ctx.workdir, f"pairs_{name}.jsonl"), "w") as f:
             for p in rows:

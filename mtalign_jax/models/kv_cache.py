@@ -1,7 +1,9 @@
 """Explicit KV-cache pytree for incremental decoding and candidate search.
 
 Layout (all rows share one write index because prompts are left-padded):
-  k, v   [L, B, S, Hkv, hd]  keys / values per layer and slot
+  k      [L, B, Hkv, hd, S]  keys per layer, stored transposed (slots last: a decode step's
+                             scores read them in order, no per-step transpose of the cache)
+  v      [L, B, Hkv, S, hd]  values per layer and slot
   valid  [B, S] bool         slot holds a real (non-pad) token
   pos    [B] int32           RoPE position id the next token of each row gets
   index  [] int32            next slot to write (same for every row)
@@ -32,16 +34,17 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[-1]
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
     """An empty cache with `max_len` slots per row."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    kshape = (cfg.n_layers, batch, cfg.n_kv_heads, cfg.head_dim, max_len)
+    vshape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=jnp.zeros(kshape, dtype),
+        v=jnp.zeros(vshape, dtype),
         valid=jnp.zeros((batch, max_len), bool),
         pos=jnp.zeros((batch,), jnp.int32),
         index=jnp.zeros((), jnp.int32),

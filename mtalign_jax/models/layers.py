@@ -66,11 +66,38 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return (x32 * cos + rot * sin).astype(x.dtype)
 
 
+def _group(q, hkv):
+    """q [B, T, Hq, hd] -> [B, Hkv, G, T, hd] float32, scaled by 1/sqrt(hd)."""
+    b, t, hq, hd = q.shape
+    qg = q.reshape(b, t, hkv, hq // hkv, hd).transpose(0, 2, 3, 1, 4)
+    return qg.astype(jnp.float32) * (1.0 / math.sqrt(hd))
+
+
+def _ungroup(y, dtype):
+    """[B, Hkv, G, T, hd] -> [B, T, Hq, hd] (query head j reads kv head j // G)."""
+    b, hkv, g, t, hd = y.shape
+    return y.transpose(0, 3, 1, 2, 4).reshape(b, t, hkv * g, hd).astype(dtype)
+
+
+def cached_attention(q, keys, vals, mask):
+    """Grouped-query attention against cached keys [B, Hkv, hd, S] (stored transposed) and
+    values [B, Hkv, S, hd]; q [B, T, Hq, hd], mask [B, 1, T, S] bool -> [B, T, Hq, hd].
+
+    With T == 1 (a decode step) the scores are a broadcast multiply-and-sum over hd, which
+    reads the keys once in slot order (XLA's CPU dot would first transpose them).
+    """
+    qg = _group(q, keys.shape[1])  # [B, Hkv, G, T, hd]
+    s = jnp.einsum("bhgtd,bhds->bhgts", qg, keys.astype(jnp.float32))
+    s = jnp.where(mask[:, :, None], s, jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(s, axis=-1)
+    return _ungroup(jnp.einsum("bhgts,bhsd->bhgtd", p, vals.astype(jnp.float32)), q.dtype)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with an optional in-place KV cache.
 
     Call: x [B, T, D], positions [B, T], mask [B, 1, T, S] bool, and either no cache (S == T) or
-    the whole cache `(k_all, v_all)` [L, B, S, Hkv, hd] plus this layer's index and the write
+    the whole cache `(k_all, v_all)` ([L, B, Hkv, hd, S], [L, B, Hkv, S, hd]) plus this layer's index and the write
     slot; returns (y [B, T, D], updated (k_all, v_all) or None).
     """
 
@@ -95,18 +122,19 @@ class Attention(nn.Module):
         inv = rope_inv_freq(cfg)
         q, k = apply_rope(q, positions, inv), apply_rope(k, positions, inv)
 
-        if cache is not None:
-            k_all, v_all = cache
-            start = (layer, 0, index, 0, 0)
-            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), start)
-            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
-            keys = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).astype(dt)
-            vals = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).astype(dt)
-            new_cache = (k_all, v_all)
+        if cache is None:
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask)  # [B, T, Hq, hd]
+            new_cache = None
         else:
-            keys, vals, new_cache = k, v, None
+            k_all, v_all = cache  # [L, B, Hkv, hd, S], [L, B, Hkv, S, hd]
+            k_t = k.transpose(0, 2, 3, 1).astype(k_all.dtype)  # [B, Hkv, hd, T]
+            v_t = v.transpose(0, 2, 1, 3).astype(v_all.dtype)  # [B, Hkv, T, hd]
+            k_all = jax.lax.dynamic_update_slice(k_all, k_t[None], (layer, 0, 0, 0, index))
+            v_all = jax.lax.dynamic_update_slice(v_all, v_t[None], (layer, 0, 0, index, 0))
+            at = lambda c: jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False)  # noqa
+            y = cached_attention(q, at(k_all), at(v_all), mask)
+            new_cache = (k_all, v_all)
 
-        y = jax.nn.dot_product_attention(q, keys, vals, mask=mask)  # [B, T, Hq, hd]
         y = nn.Dense(cfg.d_model, use_bias=False, dtype=dt, param_dtype=pdt,
                      kernel_init=_init(("q_heads", "embed")),
                      name="o_proj")(y.reshape(b, t, cfg.n_heads * cfg.head_dim))
