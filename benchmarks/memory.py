@@ -5,9 +5,10 @@
   sum_i w_i W_i, computed inside the jitted call, so the extra cost is one [K, D, V] weighted sum.
 - `param_memory_case`: per-device parameter + optimizer (RMSprop: one float32 `nu` per param)
   memory of a big preset with K heads on a mesh, from abstract shapes only (`jax.eval_shape`;
-  nothing is allocated). Parameters are laid out by their logical axis names with `RULES`
-  (FSDP over `fsdp`, tensor parallel over `model`); the optimizer state mirrors the parameters'
-  sharding, so its per-device share equals the parameters' share.
+  nothing is allocated). Parameters are laid out by their logical axis names with the
+  training rules `parallel/rules.FSDP_TP_RULES` (FSDP over `fsdp`, tensor parallel over
+  `tensor`), the layout `python -m mtalign_jax.dryrun` reports; the optimizer state mirrors
+  the parameters' sharding, so its per-device share equals the parameters' share.
 - the MAH-DPO step's memory vs K comes from XLA's compiled memory analysis of the step
   (`benchmarks.mahdpo_step.memory_only`), for routed and all-heads variants.
 """
@@ -16,18 +17,6 @@ from __future__ import annotations
 import math
 
 from benchmarks import peak_rss_mb, reset_peak_rss, rss_mb, timed
-
-# logical axis -> mesh axis (None: replicated). Mirrors the usual FSDP + tensor-parallel layout.
-RULES = (
-    ("vocab", "model"),
-    ("embed", "fsdp"),
-    ("q_heads", "model"),
-    ("kv_heads", "model"),
-    ("mlp", "model"),
-    ("layers", None),
-    ("action_heads", None),
-)
-
 
 def shard_shape(shape, spec, mesh: dict) -> tuple:
     """Per-device shape of an array with PartitionSpec `spec` on a mesh {axis: size}
@@ -43,7 +32,7 @@ def shard_shape(shape, spec, mesh: dict) -> tuple:
 
 def param_memory_case(spec: dict) -> dict:
     """Per-device and total parameter / optimizer MiB of preset `model` with `heads` heads on
-    mesh `mesh` ({"fsdp": 8, "model": 1}, ...), float32 parameters."""
+    mesh `mesh` ({"fsdp": 8, "tensor": 1}, ...), float32 parameters."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -52,12 +41,13 @@ def param_memory_case(spec: dict) -> dict:
     from benchmarks.mahdpo_step import optimizer
     from mtalign_jax.models.model import CausalLM
     from mtalign_jax.models.presets import get_preset
+    from mtalign_jax.parallel.rules import FSDP_TP_RULES
 
     cfg = get_preset(spec["model"], dtype="float32", param_dtype="float32")
     model = CausalLM(cfg, spec["heads"])
     boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
     specs = nn.get_partition_spec(boxed)["params"]
-    with nn.logical_axis_rules(RULES):
+    with nn.logical_axis_rules(FSDP_TP_RULES):
         mesh_specs = jax.tree_util.tree_map(
             lambda s: nn.logical_to_mesh_axes(tuple(s)), specs,
             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))

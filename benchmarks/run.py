@@ -52,10 +52,10 @@ def plan(quick: bool, smoke: bool) -> dict:
         "inference": dict(common, batch=4, seq_len=128),
         "param_memory": [
             {"model": "qwen2.5-7b-instruct", "heads": 2, "mesh": mesh}
-            for mesh in ([{"fsdp": 8, "model": 1}] if quick else
-                         [{"fsdp": 8, "model": 1}, {"fsdp": 16, "model": 4}])
+            for mesh in ([{"fsdp": 8, "tensor": 1}] if quick else
+                         [{"fsdp": 8, "tensor": 1}, {"fsdp": 16, "tensor": 4}])
         ] + ([] if quick else [{"model": "llama-3.1-8b-instruct", "heads": 3,
-                                "mesh": {"fsdp": 16, "model": 4}}]),
+                                "mesh": {"fsdp": 16, "tensor": 4}}]),
         "sampling": dict(common, batch=4, prompt_len=32, new_tokens=16 if smoke else 64),
         "matmul": {"n": 256 if smoke else 2048, "reps": 5},
         # guided decoding, cache vs re-encode (quick: the shortest case, the paper's baseline)
@@ -192,7 +192,8 @@ def param_memory_results(cases: list[dict], log) -> list[dict]:
     for c in cases:
         r = run_case("benchmarks.memory:param_memory_case", c, log)
         out.append(result(bench="param_memory", model=c["model"], heads=c["heads"],
-                          dtype="float32", variant="fsdp{fsdp}_model{model}".format(**c["mesh"]),
+                          dtype="float32",
+                          variant="fsdp{fsdp}_tensor{tensor}".format(**c["mesh"]),
                           mesh=c["mesh"], **r))
     return out
 

@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -442,24 +443,21 @@ def gen_setup(args, files: dict[str, str], acc_guide: str = "", eng_guide: str =
                     train_reward_model(args, half_b, "eng_judge"))
 
 
-_RM_CACHE: dict = {}
-_POLICY_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _rm(path: str):
+    """A reward model by path; the last few stay loaded (guides and the judge are reused)."""
     from mtalign_jax.eval.scoring import load_reward_model
 
-    if path not in _RM_CACHE:
-        _RM_CACHE[path] = load_reward_model(path)
-    return _RM_CACHE[path]
+    return load_reward_model(path)
 
 
+@functools.lru_cache(maxsize=2)
 def _policy(name: str):
+    """A policy by name or workdir; only the last two stay in memory (a script walks through
+    one policy per method and seed, each a full model)."""
     from mtalign_jax.hf.load import load_pretrained
 
-    if name not in _POLICY_CACHE:
-        _POLICY_CACHE[name] = load_pretrained(name, seed=42)
-    return _POLICY_CACHE[name]
+    return load_pretrained(name, seed=42)
 
 
 def decode_eval(args, setup: GenSetup, policy: str, *, method: str = "sample",

@@ -46,7 +46,8 @@ class DemoConfig:
 
 TRIMS = ("training prompts: 96 per objective (the issue's floor; its default is 128)",
          "training steps: 16 steps of 8 pairs per method (the budget; the issue sets no step "
-         "count)", "evaluation generations: 48 prompts per objective (the issue's floor)", "guided decoding: K=4 candidates per step (the paper uses 5)",
+         "count)", "evaluation generations: 48 prompts per objective (the issue's floor)",
+         "guided decoding: K=4 candidates per step (the paper uses 5)",
          "sequences for RMs and DPO are cut to 128 tokens (prompt <= 80)")
 
 
@@ -56,7 +57,8 @@ def default() -> DemoConfig:
 
 def quick() -> DemoConfig:
     return DemoConfig(train_prompts=4, samples_per_prompt=2, max_new_tokens=8,
-                      acc_heldout_prompts=4, heldout_pairs_min=4, eng_heldout_pairs=8, rm_pairs=12, eval_prompts=4,
+                      acc_heldout_prompts=4, heldout_pairs_min=4, eng_heldout_pairs=8,
+                      rm_pairs=12, eval_prompts=4,
                       sample_batch=8, encode_batch=8, steps=2, pairs_per_step=2, guide_k=2,
                       step_tokens=4, guide_batch=4, max_len=96, max_prompt_len=64,
                       quick=True)

@@ -97,8 +97,8 @@ class Attention(nn.Module):
     """Grouped-query attention with an optional in-place KV cache.
 
     Call: x [B, T, D], positions [B, T], mask [B, 1, T, S] bool, and either no cache (S == T) or
-    the whole cache `(k_all, v_all)` ([L, B, Hkv, hd, S], [L, B, Hkv, S, hd]) plus this layer's index and the write
-    slot; returns (y [B, T, D], updated (k_all, v_all) or None).
+    the whole cache `(k_all, v_all)` ([L, B, Hkv, hd, S], [L, B, Hkv, S, hd]) plus this
+    layer's index and the write slot; returns (y [B, T, D], updated (k_all, v_all) or None).
     """
 
     cfg: ModelConfig
