@@ -179,8 +179,8 @@ def _sample(ctx: Context, prompts: list[str], policy: sampler.Policy, n: int, de
 
 
 def stage_samples(ctx: Context) -> dict:
-    """The base model's own samples (`sample_temperature`, top-k 50): N per training prompt of each
-    objective, N per held-out arithmetic prompt. The RM features and the lower-trunk
+    """The base model's own samples (`sample_temperature`, top-k 50): N per training prompt of
+    each objective, N per held-out arithmetic prompt. The RM features and the lower-trunk
     activations that DPO reads (`samples`) come from the sampling pass itself."""
     c, d = ctx.cfg, ctx.results["data"]
     rng = jax.random.PRNGKey(c.seed)

@@ -83,8 +83,9 @@ def cached_attention(q, keys, vals, mask):
     """Grouped-query attention against cached keys [B, Hkv, hd, S] (stored transposed) and
     values [B, Hkv, S, hd]; q [B, T, Hq, hd], mask [B, 1, T, S] bool -> [B, T, Hq, hd].
 
-    With T == 1 (a decode step) the scores are a broadcast multiply-and-sum over hd, which
-    reads the keys once in slot order (XLA's CPU dot would first transpose them).
+    Both einsums read the cache in its stored order (scores: q [G, hd] @ keys [hd, S]; output:
+    p [G, S] @ values [S, hd]), so XLA's CPU dot does not transpose a layer's cache every step.
+    Scores and softmax in float32; a query always sees its own slot (trunk.attention_mask).
     """
     qg = _group(q, keys.shape[1])  # [B, Hkv, G, T, hd]
     s = jnp.einsum("bhgtd,bhds->bhgts", qg, keys.astype(jnp.float32))

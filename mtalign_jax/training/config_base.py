@@ -6,7 +6,8 @@ Default data of the `mini` preference configs (used only while `data.files` is e
 - `data.default_files`: a files spec filtered to `data.objectives` when the data is loaded (so an
   override of `data.objectives`, e.g. dpo_single with engagement, picks that objective's file).
   Math: the real pair files `make demo` writes (`DEMO_FILES`, mtalign_jax/demo/stages.py
-  stage_pairs); tutor: `accuracy:source:socratic_mind,engagement:workdirs/.../pairs_engagement.jsonl`.
+  stage_pairs); tutor: `accuracy:source:socratic_mind,engagement:workdirs/.../
+  pairs_engagement.jsonl`.
   A missing file is a clear error naming `data.default_files_help`, the command that makes it
   (training/task_preference.py).
 - `data.source` (+ `data.source_path`, the source's file): every pair of a built-in pair source

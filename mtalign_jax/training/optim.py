@@ -168,7 +168,7 @@ def _check_heads_only_warmup(n: int, cfg, params) -> None:
     labels = jax.tree_util.tree_leaves(trainable_labels(cfg, params))
     paths = jax.tree_util.tree_leaves(param_paths(params))
     if not any(lab == "train" and not p.startswith(TRUNK_PREFIX)
-                     for lab, p in zip(labels, paths)):
+               for lab, p in zip(labels, paths)):
         raise ValueError(f"optim.heads_only_warmup_steps={n}: no trainable parameter outside "
                          f"'{TRUNK_PREFIX}' (paths look like {paths[:4]}), nothing would train")
 
