@@ -9,8 +9,9 @@ classifier whose score is softmax P(class 1), as the paper's `acc_latest_filtere
 Pairs (prompt, chosen, rejected) become two labelled rows (chosen 1, rejected 0); rows with
 `response` and `label` are read as they are. Bradley-Terry instead: --config.task=rm.
 tiny: the tiny model on SYNTHETIC labelled rows (planted rule). mini: SmolLM2-135M-Instruct,
-frozen trunk (cached features), on the 1,000 real Socratic Mind accuracy pairs
-(`../shared/data/socratic_mind_accuracy_pairs.json`). Metrics: eval/accuracy, eval/auroc.
+frozen trunk (cached features), on 600 training rows (150 held out) of the 2,000 rows of the
+1,000 real Socratic Mind accuracy pairs (`../shared/data/socratic_mind_accuracy_pairs.json`).
+Metrics: eval/accuracy, eval/auroc.
 paper: Llama-3.1-8B-style trunk, lr 5e-6, batch 32, len 2048 (PAPER.md 2.4).
 """
 from mtalign_jax.training.task_reward import reward_config
@@ -23,8 +24,8 @@ def get_config(arg: str = "tiny"):
     elif arg == "mini":
         c.data.source = "socratic_mind"
         c.data.max_len = 384
-        c.data.source_cap = 1200
-        c.data.eval_cap = 300
+        c.data.source_cap = 600
+        c.data.eval_cap = 150
     elif arg == "paper":
         c.model.name = "llama-3.1-8b-instruct"
         c.data.max_len = 2048

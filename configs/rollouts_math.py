@@ -57,7 +57,7 @@ def get_config(arg: str = "tiny"):
         c.data.source = "gsm8k"
         c.data.limit = 24
         c.rollouts.max_new_tokens = 128
-        c.rollouts.batch_prefixes = 4
+        c.rollouts.batch_prefixes = 16
     elif arg == "paper":
         c.policy = "qwen2.5-7b-instruct"
         c.dtype = "bfloat16"

@@ -30,8 +30,8 @@ def get_config(arg: str = "tiny"):
     elif arg == "mini":
         c.data.sources = "engagement:chitchat_engagement,tutor_accuracy:socratic_mind,math:champ_fws"
         c.data.max_len = 384
-        c.data.source_cap = 1500
-        c.data.eval_cap = 400
+        c.data.source_cap = 360
+        c.data.eval_cap = 120
     elif arg == "paper":
         c.model.name = "llama-3.1-8b-instruct"
         c.data.max_len = 1024

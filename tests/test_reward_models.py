@@ -131,6 +131,21 @@ def test_bad_step_labels_name_file_line_field(tmp_path):
     assert str(e.value).splitlines()[-1].startswith(f"{p}:2: field 'step_labels': ")
 
 
+
+def test_source_offset_takes_a_disjoint_training_part():
+    """A judge RM skips the guide's training rows (data.source_offset); eval rows stay."""
+    first = task_reward.load_reward_data(load_config("rm_engagement.py",
+                                                     **{"data.source_cap": 60}))
+    second = task_reward.load_reward_data(load_config(
+        "rm_engagement.py", **{"data.source_cap": 60, "data.source_offset": 60}))
+    key = lambda ex: json.dumps(ex, sort_keys=True, default=str)  # noqa: E731
+    assert len(first["train"]) == len(second["train"]) == 60
+    assert not {key(x) for x in first["train"]} & {key(x) for x in second["train"]}
+    assert [key(x) for x in first["eval"]] == [key(x) for x in second["eval"]]
+    with pytest.raises(ValueError, match="source_offset=100000 leaves no training example"):
+        task_reward.load_reward_data(load_config("rm_engagement.py",
+                                                 **{"data.source_offset": 100_000}))
+
 # ---------------------------------------------------------------------------------------------
 # scoring API on the tiny model
 

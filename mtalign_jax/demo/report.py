@@ -88,11 +88,18 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
     with open(json_path, "w") as f:
         json.dump(_finite_only(results), f, indent=1)
 
+    reused = [n for n in timings if cached.get(n)]
+    if reused:  # a resumed run: say which numbers come from the stage cache
+        when = (f"Every number below was measured by this demo in this workdir (this process: "
+                f"{run_seconds:.0f} s wall; loaded from the stage cache of an earlier run: "
+                f"{', '.join(reused)}, {sum(timings[n] for n in reused):.0f} s when computed")
+    else:
+        when = f"Every number below was measured in this run ({run_seconds:.0f} s wall"
     lines = [
         "# mtalign_jax demo: MAH-DPO on SmolLM2-135M-Instruct" + (" (--quick)" if cfg.quick
                                                                    else ""),
         "",
-        f"Every number below was measured in this run ({run_seconds:.0f} s wall, "
+        f"{when}, "
         f"{os.cpu_count()} CPUs, {platform.machine()}). Objectives: **accuracy** (generated "
         f"arithmetic word problems, graded by exact integer match) and **engagement** (chitchat "
         f"conversation prefixes; the fraction of responses the held-out *judge* RM scores above "

@@ -123,12 +123,15 @@ def plot_front(curve_points, labels: Sequence[str],
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     ax.plot(pts[:, 0], pts[:, 1], "-o", color="tab:blue", label="head-weight sweep", zorder=2)
-    for (x, y), lab in zip(pts, labels):
-        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    for i, ((x, y), lab) in enumerate(zip(pts, labels)):  # labels alternate above / below
+        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 6 if i % 2 == 0 else -13),
+                    fontsize=8)
     f = everything[front]
     f = f[np.argsort(f[:, 0])]
-    ax.plot(f[:, 0], f[:, 1], "--", color="black", lw=1.2, zorder=1, label="Pareto front")
-    ax.scatter(f[:, 0], f[:, 1], s=140, facecolors="none", edgecolors="black", lw=1.5, zorder=3)
+    ax.plot(f[:, 0], f[:, 1], "--", color="black", lw=1.2, zorder=1)
+    # the legend entry is the ring, visible even when the front is a single point
+    ax.scatter(f[:, 0], f[:, 1], s=140, facecolors="none", edgecolors="black", lw=1.5, zorder=3,
+               label=f"Pareto front ({len(f)} point{'s' if len(f) != 1 else ''})")
     markers = ["s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]
     for i, (name, (x, y)) in enumerate(baselines.items()):

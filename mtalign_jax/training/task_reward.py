@@ -73,6 +73,7 @@ def reward_config(kind: str, variant: str) -> ml_collections.ConfigDict:
     c.reward.center_coef = 0.0  # rm: reward-centring penalty weight
     c.data.sources = ""  # unified: "objective:source,..."
     c.data.condition = False  # unified: objective tag in the input (the conditioned variant)
+    c.data.source_offset = 0  # skip this many training examples (a disjoint part, e.g. a judge)
     c.data.max_steps = 32
     c.data.batch_size = 16
     c.optim.name = "adamw"
@@ -318,7 +319,12 @@ def load_reward_data(config) -> dict:
         else r["prompt"]  # noqa: E731
     parts = split_by_prompt(rows, {"train": 1.0 - c.eval_frac, "eval": c.eval_frac},
                             salt=f"reward/{c.split_seed}", key=key)
-    return {"train": parts["train"][:c.source_cap], "eval": parts["eval"][:c.eval_cap]}
+    start = int(c.get("source_offset", 0))
+    train = parts["train"][start:start + int(c.source_cap)]
+    if not train:
+        raise ValueError(f"task {kind!r}: data.source_offset={start} leaves no training example "
+                         f"(the split has {len(parts['train'])})")
+    return {"train": train, "eval": parts["eval"][:c.eval_cap]}
 
 
 # ----------------------------------------------------------------------------------------------
