@@ -12,7 +12,8 @@ Case A (math engagement) labels from a calibrated RM judge:
         --config.judge_calibration=human_ratings.jsonl --config.objective=engagement
 
 tiny: the random tiny policy on generated arithmetic problems (seconds; every z is 0).
-mini: SmolLM2-135M-Instruct on GSM8K reference step solutions, M=4.
+mini: SmolLM2-135M-Instruct on 24 GSM8K reference step solutions, M=4, graded by the last
+integer (or boxed integer) of prefix + rollout.
 paper: the SFT policy writes its own MATH-500 solutions, M=8, 1024 new tokens per rollout.
 """
 import ml_collections
@@ -55,6 +56,7 @@ def get_config(arg: str = "tiny"):
     elif arg == "mini":
         c.policy = "smollm2-135m-instruct"
         c.data.source = "gsm8k"
+        c.grader = "int"  # GSM8K answers are integers; the reference steps have no \boxed{}
         c.data.limit = 24
         c.rollouts.max_new_tokens = 128
         c.rollouts.batch_prefixes = 16

@@ -311,7 +311,7 @@ def main(argv=None):
                                              lock_config=True)
     workdir = flags.DEFINE_string("workdir", None, "Output directory.")
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(lambda _: run(config.value, workdir.value), argv=argv)
+    app.run(lambda _: run(config.value, workdir.value) and None, argv=argv)  # exit status 0
 
 
 if __name__ == "__main__":

@@ -362,3 +362,17 @@ def test_rollouts_command_writes_value_targets_and_resumes(tmp_path):
                             "data.eval_frac": 0.0})).load_data(str(tmp_path))
     assert len(data["train"]) == 2 and data["train"][0]["mc"] == rows[0]["mc_success"] \
         or data["train"][0]["mc"] == rows[1]["mc_success"]
+
+
+def test_rollouts_cli_exits_zero(tmp_path):
+    """`python -m mtalign_jax.rollouts` ends with exit status 0 (the summary goes to stdout)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtalign_jax.rollouts", "--config",
+         os.path.join(ROOT, "configs", "rollouts_math.py") + ":tiny", "--workdir", str(tmp_path),
+         "--config.data.limit=1", "--config.rollouts.m=2"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["solutions"] == 1
