@@ -276,6 +276,24 @@ def test_unified_conditioned_vs_pooled(tmp_path):
     assert acc[0] < 0.5 < eng[0]
 
 
+def test_pooled_sources_keep_every_objective_under_a_cap(tmp_path):
+    """Pooled rows are mixed before data.source_cap / eval_cap cut them (the sources come one
+    after another; a plain cut would keep only the first objective)."""
+    rows = task_reward.synthetic_rows("unified", 200, 0)
+    files = []
+    for objective in ("accuracy", "engagement"):  # one file per objective, as a user pools
+        path = tmp_path / f"{objective}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows
+                                if r["objective"] == objective))
+        files.append(f"{objective}:{path}")
+    c = load_config("unified_prm.py", **{"data.files": ",".join(files), "data.synthetic": 0,
+                                         "data.source_cap": 40, "data.eval_cap": 20})
+    data = task_reward.load_reward_data(c)
+    for split in ("train", "eval"):
+        objectives = [ex["objective"] for ex in data[split]]
+        assert {"accuracy", "engagement"} <= set(objectives), (split, objectives)
+
+
 def test_frozen_trunk_caches_features_and_keeps_trunk(tmp_path):
     c = quick(load_config("rm_engagement.py", **{"model.freeze_trunk": True}), 3)
     train(c, tmp_path)

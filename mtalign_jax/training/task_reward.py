@@ -319,6 +319,10 @@ def load_reward_data(config) -> dict:
         else r["prompt"]  # noqa: E731
     parts = split_by_prompt(rows, {"train": 1.0 - c.eval_frac, "eval": c.eval_frac},
                             salt=f"reward/{c.split_seed}", key=key)
+    specs = str(c.files or c.get("sources", "")).split(",")
+    if sum(bool(x.strip()) for x in specs) > 1:  # pooled sources come one after another: mix
+        rng = np.random.default_rng(c.split_seed)  # them, so a cap keeps every objective
+        parts = {k: [v[i] for i in rng.permutation(len(v))] for k, v in parts.items()}
     start = int(c.get("source_offset", 0))
     train = parts["train"][start:start + int(c.source_cap)]
     if not train:
