@@ -53,7 +53,7 @@ def test_demo_quick_outputs_and_resume(tmp_path):
     gen = res["generation"]
     assert {"Base", "DPO (accuracy only)", "DPO (engagement only)", "DPO (mixed data)",
             "MAH-DPO w=(1,0)", "MAH-DPO w=(0.5,0.5)", "MAH-DPO w=(0,1)",
-            "MAH-DPO w=(0.5,0.5) + guided decoding", "MAH-DPO w=(0.5,0.5) sampled (T=1)",
+            "MAH-DPO w=(0.5,0.5) + guided decoding", "MAH-DPO w=(0.5,0.5) sampled (T=0.7)",
             "MAH-DPO w=(0.5,0.5) + best-of-2"} <= set(gen)
     for m in gen.values():
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["engagement"] <= 1.0

@@ -69,6 +69,7 @@ from mtalign_jax.decoding.sampling import (BATCH_BUCKETS, LENGTH_BUCKETS, bucket
                                            single_head)
 from mtalign_jax.models import kv_cache as kvc
 from mtalign_jax.models.model import CausalLM
+from mtalign_jax.models.unrolled import loop_cache, unrolled
 
 ANSWER_MARKER = "\\boxed{"
 PREFIX_MODES = ("cache", "reencode", "reencode_each", "text")
@@ -182,6 +183,7 @@ def _sample_step(model, params, cache, last, keys, offsets, done, row_limit, fir
     eos [B], boundary [B], lengths [B])."""
     b = last.shape[0]
     stops = jnp.asarray(stop_ids if stop_ids else (-1,), jnp.int32)
+    cache = loop_cache(model, cache)  # per-layer in the loop when the model is unrolled
 
     def live_of(finished, lengths):
         return ~finished & (lengths < row_limit)
@@ -212,7 +214,7 @@ def _sample_step(model, params, cache, last, keys, offsets, done, row_limit, fir
     init = (jnp.zeros((), jnp.int32), cache, last, done, jnp.full((b,), -1, jnp.int32),
             jnp.full((b, n_steps), pad_id, jnp.int32), jnp.zeros((b,), jnp.int32), zeros, zeros)
     _, cache, last, _, _, toks, lengths, eos, bnd = jax.lax.while_loop(cond, body, init)
-    return toks, cache, last, eos, bnd, lengths
+    return toks, kvc.stacked(cache), last, eos, bnd, lengths
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -417,6 +419,7 @@ def guided_generate(model: CausalLM, params, tokenizer, prompts: Sequence[Sequen
     n_steps = bucket_size(min(dom.max_step_tokens, dom.max_new_tokens),
                           [2 ** i for i in range(3, 16)])
     model1, params1 = single_head(model, params, head_weights)
+    model_u, params_u = unrolled(model1, params1)  # the decode loop's layout (models/unrolled)
     sample_kw = dict(n_steps=n_steps, temperature=float(temperature), top_k=int(top_k),
                      top_p=float(top_p), stop_ids=eos, pad_id=pad_id,
                      min_tokens=int(dom.min_step_tokens))
@@ -472,7 +475,7 @@ def guided_generate(model: CausalLM, params, tokenizer, prompts: Sequence[Sequen
             else:
                 rc, rl = _repeat(cache, last, k)
             keys = _candidate_keys(row_pkeys, t, cand_idx, jnp.asarray(attempt, jnp.int32))
-            return _sample_step(model1, params1, rc, rl, keys, offsets, jnp.asarray(done),
+            return _sample_step(model_u, params_u, rc, rl, keys, offsets, jnp.asarray(done),
                                 row_limit, fires, ends_nl, starts_nl, **sample_kw)
 
         attempt = np.zeros(pb * k, np.int32)
@@ -607,7 +610,7 @@ def sample_plain(model: CausalLM, params, tokenizer, prompts: Sequence[Sequence[
     v = tokenizer.vocab_size if hasattr(tokenizer, "vocab_size") else last.shape[-1]
     off = jnp.zeros((v,), bool)
     toks, _, _, eosf, _, lengths = _sample_step(
-        model1, params1, cache, last, jnp.asarray(pkeys), jnp.zeros((pb,), jnp.int32),
+        *unrolled(model1, params1), cache, last, jnp.asarray(pkeys), jnp.zeros((pb,), jnp.int32),
         jnp.asarray(np.arange(pb) >= n), jnp.full((pb,), max_new_tokens, jnp.int32), off, off,
         off, n_steps=n_steps, temperature=float(temperature), top_k=int(top_k),
         top_p=float(top_p), stop_ids=eos, pad_id=pad_id, min_tokens=1)

@@ -30,6 +30,8 @@ import numpy as np
 
 from mtalign_jax.models.heads import mixed_kernel
 from mtalign_jax.models.kv_cache import KVCache, init_cache
+from mtalign_jax.models.kv_cache import stacked as kv_stacked
+from mtalign_jax.models.unrolled import loop_cache, unrolled
 from mtalign_jax.models.model import CausalLM
 
 # Prompt lengths are padded to the smallest bucket that fits (beyond the last: a multiple of it).
@@ -236,6 +238,7 @@ def _decode(model, params, cache, last_logits, rng, done, limit, *, n_steps, tem
             top_k, top_p, stop_ids, pad_id):
     b = last_logits.shape[0]
     stops = jnp.asarray(stop_ids if stop_ids else (-1,), jnp.int32)
+    unrolled_cache = loop_cache(model, cache)  # stacked again after the loop
 
     def cond(c):
         step, _, _, done, _, _ = c
@@ -256,10 +259,10 @@ def _decode(model, params, cache, last_logits, rng, done, limit, *, n_steps, tem
         done = done | hit
         return step + 1, cache, last, done, toks, lengths
 
-    init = (jnp.zeros((), jnp.int32), cache, last_logits, done,
+    init = (jnp.zeros((), jnp.int32), unrolled_cache, last_logits, done,
             jnp.full((b, n_steps), pad_id, jnp.int32), jnp.zeros((b,), jnp.int32))
     _, cache, last, done, toks, lengths = jax.lax.while_loop(cond, body, init)
-    return DecodeOutput(toks, cache, last, done, lengths)
+    return DecodeOutput(toks, kv_stacked(cache), last, done, lengths)
 
 
 def decode_steps(model: CausalLM, params, cache: KVCache, last_logits, rng, n_steps: int, *,
@@ -280,7 +283,7 @@ def decode_steps(model: CausalLM, params, cache: KVCache, last_logits, rng, n_st
     free = cache.max_len - int(cache.index)
     if n_steps > free:
         raise ValueError(f"decode_steps: n_steps={n_steps} but the cache has {free} free slots")
-    model, params = single_head(model, params, head_weights)
+    model, params = unrolled(*single_head(model, params, head_weights))
     done = jnp.zeros((b,), bool) if done is None else jnp.asarray(done, bool)
     limit = jnp.asarray(n_steps if limit is None else limit, jnp.int32)
     return _decode(model, params, cache, jnp.asarray(last_logits, jnp.float32), rng, done, limit,

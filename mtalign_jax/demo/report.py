@@ -125,11 +125,13 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
                      f"{_fmt(m['judge_score'], m['judge_score_se'])} | {PAPER.get(n, '')} |")
     lines += [
         "",
-        f"Guided decoding: K={cfg.guide_k} candidate steps (temperature 1, top-k 50; a step ends "
+        f"Guided decoding: K={cfg.guide_k} candidate steps (temperature "
+        f"{cfg.guide_temperature:g}, top-k 50; a step ends "
         f"at a newline or sentence end, <= {cfg.step_tokens} tokens), scored by 0.5 x the "
         f"engagement *guide* RM + 0.5 x the accuracy RM (standardised), the best candidate's "
-        f"KV cache continues; nothing is re-encoded. Sampled (T=1) and best-of-{cfg.guide_k}: "
-        f"{cfg.guide_k} whole responses a prompt at temperature 1, top-k 50; the first is the "
+        f"KV cache continues; nothing is re-encoded. Sampled (T={cfg.guide_temperature:g}) and "
+        f"best-of-{cfg.guide_k}: {cfg.guide_k} whole responses a prompt at the same temperature, "
+        f"top-k 50; the first is the "
         f"plain sample, best-of-{cfg.guide_k} keeps the one the same combined guide scores "
         f"highest. Hypervolume of the head-weight curve "
         f"(ref 0,0): {hv:.4f}.",

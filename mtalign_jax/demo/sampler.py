@@ -31,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtalign_jax.decoding.sampling import bucket_size, pad_prompts, sample_logits
+from mtalign_jax.models import kv_cache
 from mtalign_jax.models.kv_cache import KVCache, init_cache
-from mtalign_jax.models.split import TrunkPart
+from mtalign_jax.models.trunk import Trunk
+from mtalign_jax.models.unrolled import unrolled
 
 
 @flax.struct.dataclass
@@ -59,7 +61,7 @@ class Policy:
 
 
 @functools.partial(jax.jit, static_argnames=("lower", "cache_len"))
-def _prefill_lower(lower: TrunkPart, lo_p, ids, mask, *, cache_len):
+def _prefill_lower(lower: Trunk, lo_p, ids, mask, *, cache_len):
     """The frozen lower trunk over left-padded prompts [B, T]: (its cache, x [B, T, D])."""
     c_lo = init_cache(lower.cfg, ids.shape[0], cache_len)
     x, c_lo = lower.apply({"params": lo_p}, ids, attention_mask=mask, cache=c_lo)
@@ -67,7 +69,7 @@ def _prefill_lower(lower: TrunkPart, lo_p, ids, mask, *, cache_len):
 
 
 @functools.partial(jax.jit, static_argnames=("upper", "n_new", "pad_id", "keep_acts"))
-def _prefill_upper(upper: TrunkPart, up_p, head, c_lo: KVCache, x, mask, done, rows, *, n_new,
+def _prefill_upper(upper: Trunk, up_p, head, c_lo: KVCache, x, mask, done, rows, *, n_new,
                    pad_id, keep_acts=False):
     """A policy's top layers over the shared lower prefill, rows[r] = the prompt of row r
     (so one prompt's lower prefill serves several samples and several policies)."""
@@ -89,10 +91,14 @@ def _prefill_upper(upper: TrunkPart, up_p, head, c_lo: KVCache, x, mask, done, r
     jax.jit, donate_argnames=("state",),
     static_argnames=("lower", "upper", "temperature", "top_k", "stop_ids", "pause_ids",
                      "pad_id"))
-def _run(lower: TrunkPart, upper: TrunkPart, lo_p, up_p, head, state: State, rng, limit, *,
+def _run(lower: Trunk, upper: Trunk, lo_p, up_p, head, state: State, rng, limit, *,
          temperature, top_k, stop_ids, pause_ids, pad_id):
-    """Decode until every row is done or paused (emitted a pause id), or `limit` loop steps."""
+    """Decode until every row is done or paused (emitted a pause id), or `limit` loop steps.
+
+    lower/upper and lo_p/up_p in the unrolled layout (`models/unrolled.py`); the
+    state's caches are stacked outside and per-layer inside the loop."""
     b, n_new = state.tokens.shape
+    state = state.replace(lo=kv_cache.per_layer(state.lo), up=kv_cache.per_layer(state.up))
     stops = jnp.asarray(stop_ids or (-1,), jnp.int32)
     pauses = jnp.asarray(pause_ids or (-1,), jnp.int32)
     free = state.lo.max_len - state.lo.index
@@ -129,7 +135,8 @@ def _run(lower: TrunkPart, upper: TrunkPart, lo_p, up_p, head, state: State, rng
         cond, body, (jnp.zeros((), jnp.int32), state, jnp.zeros((b,), bool)))
     # Out of slots: nothing more can be written, so every row is finished.
     exhausted = state.lo.index >= state.lo.max_len
-    return state.replace(done=state.done | exhausted)
+    return state.replace(done=state.done | exhausted, lo=kv_cache.stacked(state.lo),
+                         up=kv_cache.stacked(state.up))
 
 
 def _take_rows(state: State, rows: jax.Array) -> State:
@@ -222,6 +229,8 @@ def generate_many(lower, upper, lo_p, policies: dict, tok, prompts: Sequence[Seq
     stop = tuple(sorted({tok.eos_id, tok.im_end_id}))
     out = {name: [] for name in policies}
     rows = jnp.asarray(np.repeat(np.arange(per), n))
+    lower_u, lo_pu = unrolled(lower, lo_p)
+    uppers = {name: unrolled(upper, pol.upper_params) for name, pol in policies.items()}
     for i in range(0, len(prompts), per):
         chunk = prompts[i:i + per]
         ids, mask, done = _pad_batch(chunk, tok.pad_id, per)
@@ -230,7 +239,8 @@ def generate_many(lower, upper, lo_p, policies: dict, tok, prompts: Sequence[Seq
             state = _prefill_upper(upper, pol.upper_params, pol.head, c_lo, x, mask,
                                    jnp.asarray(done), rows, n_new=max_new_tokens,
                                    pad_id=tok.pad_id, keep_acts=keep_acts)
-            state = _run(lower, upper, lo_p, pol.upper_params, pol.head, state,
+            upper_u, up_pu = uppers[name]
+            state = _run(lower_u, upper_u, lo_pu, up_pu, pol.head, state,
                          jax.random.fold_in(rng, i), jnp.asarray(max_new_tokens, jnp.int32),
                          temperature=float(temperature), top_k=int(top_k), stop_ids=stop,
                          pause_ids=(), pad_id=tok.pad_id)
@@ -271,6 +281,7 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
     stop = tuple(sorted({tok.eos_id, tok.im_end_id}))
     slots = 2 * max_new_tokens  # rows advance unevenly between selections
     outs, n_steps = [], 0
+    (lower_u, lo_pu), (upper_u, up_pu) = unrolled(lower, lo_p), unrolled(upper, policy.upper_params)
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         ids, mask, done = _pad_batch(chunk, tok.pad_id, batch_size)
@@ -282,7 +293,7 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
                                n_new=max_new_tokens, pad_id=tok.pad_id)  # K copies of a prompt
         step = 0
         while not bool(jnp.all(state.done)):
-            state = _run(lower, upper, lo_p, policy.upper_params, policy.head, state,
+            state = _run(lower_u, upper_u, lo_pu, up_pu, policy.head, state,
                          jax.random.fold_in(jax.random.fold_in(rng, i), step),
                          jnp.asarray(step_tokens, jnp.int32), temperature=float(temperature),
                          top_k=int(top_k), stop_ids=stop, pause_ids=tuple(pause_ids),

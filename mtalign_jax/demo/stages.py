@@ -514,14 +514,15 @@ def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -
                     b["lower"], b["upper"], b["lo_p"], pol, ctx.tok, ids, guide=guide,
                     k=c.guide_k, max_new_tokens=c.max_new_tokens, step_tokens=c.step_tokens,
                     rng=jax.random.fold_in(rng, 7), pause_ids=pause,
-                    batch_size=c.guide_batch, progress=bar.update)
+                    temperature=c.guide_temperature, batch_size=c.guide_batch,
+                    progress=bar.update)
             res[oname + "_steps"] = steps
         out[name] = _gen_metrics(ctx, res["accuracy"], res["engagement"])
         out[name]["guided_steps"] = res["accuracy_steps"] + res["engagement_steps"]
         out[name]["k"] = c.guide_k
         if save:
             save(out)
-    plain, best = SAMPLED, f"MAH-DPO w=(0.5,0.5) + best-of-{c.guide_k}"
+    plain, best = sampled_name(c), f"MAH-DPO w=(0.5,0.5) + best-of-{c.guide_k}"
     if plain not in out or best not in out:
         out.update(_best_of_n(ctx, acc_prompts, eng_prompts, jax.random.fold_in(rng, 8)))
         if save:
@@ -529,7 +530,8 @@ def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -
     return out
 
 
-SAMPLED = "MAH-DPO w=(0.5,0.5) sampled (T=1)"
+def sampled_name(cfg: DemoConfig) -> str:
+    return f"MAH-DPO w=(0.5,0.5) sampled (T={cfg.guide_temperature:g})"
 
 
 def _guide_of(ctx: Context):
@@ -541,7 +543,8 @@ def _guide_of(ctx: Context):
 
 
 def _best_of_n(ctx: Context, acc_prompts, eng_prompts, rng) -> dict:
-    """Plain sampling and best-of-N (the same K whole responses a prompt, T=1, top-k 50; the
+    """Plain sampling and best-of-N (the same K whole responses a prompt, `guide_temperature`,
+    top-k 50; the
     first one is plain sampling; best-of-N keeps the one the guide scores highest)."""
     c, b = ctx.cfg, ctx.base
     up, head = _policies(ctx)["MAH-DPO w=(0.5,0.5)"]
@@ -550,14 +553,15 @@ def _best_of_n(ctx: Context, acc_prompts, eng_prompts, rng) -> dict:
     k = c.guide_k
     with ctx.bar(len(ids), f"sample {k} a prompt (plain, best-of-{k})") as bar:
         s = sampler.generate(b["lower"], b["upper"], b["lo_p"], pol, ctx.tok, ids,
-                             max_new_tokens=c.max_new_tokens, rng=rng, n=k, temperature=1.0,
+                             max_new_tokens=c.max_new_tokens, rng=rng, n=k,
+                             temperature=c.guide_temperature,
                              top_k=50, batch_size=c.sample_batch, progress=bar.update)
     scores = np.asarray(_guide_of(ctx)(s.features()), np.float64).reshape(len(ids), k)
     first = np.arange(len(ids)) * k
     best = first + np.argmax(scores, axis=1)
     n = len(acc_prompts)
     out = {}
-    for name, rows in ((SAMPLED, first), (f"MAH-DPO w=(0.5,0.5) + best-of-{k}", best)):
+    for name, rows in ((sampled_name(c), first), (f"MAH-DPO w=(0.5,0.5) + best-of-{k}", best)):
         pick = lambda r: sampler.Samples([s.tokens[i] for i in r], [s.texts[i] for i in r],  # noqa
                                          s.feat_last[r], s.feat_mean[r])
         out[name] = _gen_metrics(ctx, pick(rows[:n]), pick(rows[n:]))

@@ -8,6 +8,9 @@ Layout (all rows share one write index because prompts are left-padded):
   pos    [B] int32           RoPE position id the next token of each row gets
   index  [] int32            next slot to write (same for every row)
 
+`per_layer(cache)` holds k and v as tuples of L per-layer arrays instead (the unrolled decode
+layout, `models/unrolled.py`); `stacked` turns it back.
+
 Caches are immutable pytrees: a "clone" is free, `repeat` builds K candidate rows per prompt and
 `gather` keeps the chosen ones. Jitted decode loops donate the cache so updates happen in place.
 """
@@ -30,11 +33,33 @@ class KVCache:
 
     @property
     def batch(self) -> int:
-        return self.k.shape[1]
+        return _layer_shape(self.k)[0]
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[-1]
+        return _layer_shape(self.k)[-1]
+
+
+def _layer_shape(k) -> tuple:
+    """One layer's key shape [B, Hkv, hd, S], of a stacked [L, ...] or a per-layer tuple."""
+    return k[0].shape if isinstance(k, (tuple, list)) else k.shape[1:]
+
+
+def per_layer(cache: KVCache) -> KVCache:
+    """The same cache with k and v as tuples of L per-layer arrays (`models/unrolled.py`: in a
+    decode loop every layer then reads and writes its own buffer). Inside jit: one copy."""
+    if isinstance(cache.k, (tuple, list)):
+        return cache
+    n = cache.k.shape[0]
+    return cache.replace(k=tuple(cache.k[i] for i in range(n)),
+                         v=tuple(cache.v[i] for i in range(n)))
+
+
+def stacked(cache: KVCache) -> KVCache:
+    """Inverse of `per_layer`: k [L, B, Hkv, hd, S], v [L, B, Hkv, S, hd]."""
+    if not isinstance(cache.k, (tuple, list)):
+        return cache
+    return cache.replace(k=jnp.stack(cache.k), v=jnp.stack(cache.v))
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:

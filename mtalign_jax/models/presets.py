@@ -37,6 +37,7 @@ class ModelConfig:
     dtype: str = "float32"  # activation / compute dtype
     param_dtype: str = "float32"
     remat: bool = False
+    unrolled: bool = False  # layers as L separate blocks, not one scan (models/unrolled.py)
     tokenizer: str = "gguf"  # "bytes" for the tiny preset, "gguf" or "hf" otherwise
 
     def replace(self, **kw) -> "ModelConfig":
