@@ -61,7 +61,7 @@ def plan(quick: bool, smoke: bool) -> dict:
         ] + ([] if quick else [{"model": "llama-3.1-8b-instruct", "heads": 3,
                                 "mesh": {"fsdp": 16, "tensor": 4}}]),
         "sampling": dict(side, batch=4, prompt_len=32, new_tokens=16 if smoke else 64),
-        "matmul": {"n": 256 if smoke else 2048, "reps": 5},
+        "matmul": {"n": 256 if smoke else 2048, "reps": 3 if smoke else 20},
         # guided decoding, cache vs re-encode (quick: the shortest case, the paper's baseline)
         "guided": dict(common, k=5, step_tokens=8 if smoke else 48,
                        steps=[2] if smoke else ([5] if quick else [5, 10, 20]),
