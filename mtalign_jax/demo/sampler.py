@@ -281,7 +281,8 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
     stop = tuple(sorted({tok.eos_id, tok.im_end_id}))
     slots = 2 * max_new_tokens  # rows advance unevenly between selections
     outs, n_steps = [], 0
-    (lower_u, lo_pu), (upper_u, up_pu) = unrolled(lower, lo_p), unrolled(upper, policy.upper_params)
+    lower_u, lo_pu = unrolled(lower, lo_p)
+    upper_u, up_pu = unrolled(upper, policy.upper_params)
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         ids, mask, done = _pad_batch(chunk, tok.pad_id, batch_size)

@@ -543,9 +543,9 @@ def _guide_of(ctx: Context):
 
 
 def _best_of_n(ctx: Context, acc_prompts, eng_prompts, rng) -> dict:
-    """Plain sampling and best-of-N (the same K whole responses a prompt, `guide_temperature`,
-    top-k 50; the
-    first one is plain sampling; best-of-N keeps the one the guide scores highest)."""
+    """Plain sampling and best-of-N (the same K whole responses a prompt at
+    `guide_temperature`, top-k 50; the first one is plain sampling; best-of-N keeps the one the
+    guide scores highest)."""
     c, b = ctx.cfg, ctx.base
     up, head = _policies(ctx)["MAH-DPO w=(0.5,0.5)"]
     pol = sampler.Policy(upper_params=up, head=head)

@@ -2,7 +2,8 @@
 
 Training with a frozen lower trunk only needs the lower layers' output once per example: cache
 it, then run just the top N layers (and the final norm) on the cached activations every step.
-Each half is a `Trunk` with its embedding or final norm switched off, and their parameters are slices of the full model's stacked layer parameters, so
+Each half is a `Trunk` with its embedding or final norm switched off, and their parameters are
+slices of the full model's stacked layer parameters, so
 
     lower(ids) -> x [B, T, D];  upper(x) -> h [B, T, D]   equals   Trunk(ids) -> h
 
@@ -12,7 +13,7 @@ activations of every generated token come for free, and every policy that shares
 lower trunk shares them.
 
     lo_p, up_p = split_params(params["trunk"], n_top)
-    lower, upper = split_model(cfg, n_top)   # two `Trunk`s: embed=False / final_norm=False
+    lower, upper = split_model(cfg, n_top)   # Trunks: lower final_norm=False, upper embed=False
     x, _ = lower.apply({"params": lo_p}, ids, attention_mask=m)       # [B, T, D]
     h, _ = upper.apply({"params": up_p}, x, attention_mask=m)         # [B, T, D]
 """
@@ -55,9 +56,6 @@ def merge_params(lower: dict, upper: dict) -> dict:
     layers = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=0),
                                     lower["layers"], upper["layers"])
     return {"embed": lower["embed"], "layers": layers, "final_norm": upper["final_norm"]}
-
-
-TrunkPart = Trunk  # a part is a `Trunk` with embed / final_norm switched off
 
 
 def split_model(cfg: ModelConfig, n_top: int) -> tuple[Trunk, Trunk]:
