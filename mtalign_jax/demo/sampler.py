@@ -34,7 +34,7 @@ from mtalign_jax.decoding.sampling import bucket_size, pad_prompts, sample_logit
 from mtalign_jax.models import kv_cache
 from mtalign_jax.models.kv_cache import KVCache, init_cache
 from mtalign_jax.models.trunk import Trunk
-from mtalign_jax.models.unrolled import unrolled
+from mtalign_jax.models.unrolled import loop_cache, unrolled
 
 
 @flax.struct.dataclass
@@ -95,10 +95,10 @@ def _run(lower: Trunk, upper: Trunk, lo_p, up_p, head, state: State, rng, limit,
          temperature, top_k, stop_ids, pause_ids, pad_id):
     """Decode until every row is done or paused (emitted a pause id), or `limit` loop steps.
 
-    lower/upper and lo_p/up_p in the unrolled layout (`models/unrolled.py`); the
-    state's caches are stacked outside and per-layer inside the loop."""
+    lower/upper and lo_p/up_p normally in the unrolled layout (`models/unrolled.py`); the
+    state's caches are stacked outside and, for unrolled parts, per-layer inside the loop."""
     b, n_new = state.tokens.shape
-    state = state.replace(lo=kv_cache.per_layer(state.lo), up=kv_cache.per_layer(state.up))
+    state = state.replace(lo=loop_cache(lower, state.lo), up=loop_cache(upper, state.up))
     stops = jnp.asarray(stop_ids or (-1,), jnp.int32)
     pauses = jnp.asarray(pause_ids or (-1,), jnp.int32)
     free = state.lo.max_len - state.lo.index
