@@ -103,3 +103,37 @@ def test_sampler_keeps_the_activations_encoding_gives(tmp_path):
         np.testing.assert_allclose(kept, acts[i, :len(ids)], atol=1e-5)
         assert not acts[i, len(ids):].any()  # zeros past the end
     np.testing.assert_allclose(s.features(), feats, atol=1e-5)
+
+
+def test_sequence_logps_cut_to_each_batch_changes_nothing():
+    """`demo.dpo.sequence_logps` sorts rows and cuts each batch to its longest row and response;
+    on the tiny preset it equals the log-probs of the whole padded set in one call (1e-5)."""
+    import jax
+    import numpy as np
+
+    from mtalign_jax.demo import dpo
+    from mtalign_jax.models.model import CausalLM, init_params
+    from mtalign_jax.models.presets import get_preset
+    from mtalign_jax.models.split import split_model, split_params
+
+    cfg = get_preset("tiny")
+    params = init_params(CausalLM(cfg, 1), jax.random.PRNGKey(0))
+    _, upper = split_model(cfg, 1)
+    _, up_p = split_params(params["trunk"], 1)
+    head = params["heads"]["kernel"][0]
+    rng = np.random.default_rng(0)
+    n, t = 11, 96  # synthetic rows: prompt 3-30 tokens, response 1-60 tokens, right-padded
+    labels = np.full((n, t), -100, np.int32)
+    mask = np.zeros((n, t), np.int32)
+    for i in range(n):
+        p, r = rng.integers(3, 31), rng.integers(1, 61)
+        mask[i, :p + r] = 1
+        labels[i, p:p + r] = rng.integers(0, cfg.vocab_size, r)
+    idx, lab = dpo.response_positions(labels)
+    x = rng.normal(size=(n, t, cfg.d_model)).astype(np.float32) * mask[..., None]
+    data = {"x": x, "attention_mask": mask, "resp_idx": idx, "resp_labels": lab}
+    got = dpo.sequence_logps(upper, up_p, head, data, batch_size=4)
+    model = CausalLM(cfg, 1)
+    full = dpo._logps(model, upper, {"upper": up_p, "heads": {"kernel": head[None]}}, data)
+    np.testing.assert_allclose(got, np.asarray(full), rtol=1e-5, atol=1e-4)
+    assert idx.shape[1] == 64  # the set's own R: batches use less where they can

@@ -196,6 +196,20 @@ def test_fast_top_k_and_categorical_match_the_library_semantics():
     for k in (1, 7, 50, 299):
         kth = np.sort(x, axis=1)[:, ::-1][:, k - 1:k]
         np.testing.assert_array_equal(np.asarray(top_k_mask(jnp.asarray(x), k)), x >= kth)
+    # the block path (V >= 2 x 128 x k): candidates from the k blocks with the largest maxima
+    v = 5000  # 40 blocks, the last one partial
+    y = rng.standard_normal((8, v)).astype(np.float32)
+    y[0, :300] = 9.0  # the top entries all in the first blocks, ties across blocks
+    y[1] = np.round(y[1])  # many ties everywhere
+    y[2] = 1.0  # one value
+    y[3, ::128] = 7.0  # exactly one top entry in each block, equal
+    y[4, 4000:] = -np.inf
+    y[5] = np.arange(v, dtype=np.float32)[::-1]
+    y[6, 4990:] = 50.0  # the partial block holds the top
+    for k in (1, 2, 7, 19):
+        kth = np.sort(y, axis=1)[:, ::-1][:, k - 1:k]
+        np.testing.assert_array_equal(np.asarray(jax.jit(top_k_mask, static_argnums=1)(
+            jnp.asarray(y), k)), y >= kth, err_msg=f"k={k}")
     probs = np.array([0.1, 0.2, 0.0, 0.7], np.float32)
     logits = np.full((1, 257), -np.inf, np.float32)  # 257: the last chunk is partial
     logits[0, [3, 130, 200, 256]] = np.log(np.maximum(probs, 1e-38))

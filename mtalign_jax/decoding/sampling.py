@@ -65,24 +65,48 @@ def sample_logits(logits: jax.Array, rng: jax.Array, *, temperature: float, top_
                               temperature=temperature, top_k=top_k, top_p=top_p)
 
 
-def top_k_mask(x: jax.Array, k: int) -> jax.Array:
-    """[B, V] float -> [B, V] bool: x >= the row's k-th largest value (ties kept), exactly.
+TOPK_BLOCK = 128
 
-    A 32-step bisection over the order-preserving uint32 image of float32 (each step one
-    compare-and-count pass over x): on CPU `lax.top_k` over a 49k vocabulary costs ~10x more,
-    and it ran once per sampled token.
-    """
+
+def _ordered_bits(x: jax.Array) -> jax.Array:
+    """float32 -> uint32 with the same order (a <= b iff image(a) <= image(b))."""
     i = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
     i = jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)  # monotone in x
-    u = jax.lax.bitcast_convert_type(i, jnp.uint32) ^ jnp.uint32(0x80000000)  # monotone too
+    return jax.lax.bitcast_convert_type(i, jnp.uint32) ^ jnp.uint32(0x80000000)  # monotone too
 
-    def bit(j, t):  # t: [B, 1] the largest threshold so far with >= k entries at or above
+
+def _kth_largest_bits(u: jax.Array, k: int) -> jax.Array:
+    """[B, N] uint32 -> [B, 1]: the k-th largest entry of each row, by a 32-step bisection
+    (each step one compare-and-count pass; on CPU `lax.top_k` costs ~10x more)."""
+    def bit(j, t):  # t: the largest threshold so far with >= k entries at or above
         cand = t | (jnp.uint32(1) << (jnp.uint32(31) - j.astype(jnp.uint32)))
         ok = jnp.sum(u >= cand, axis=-1, keepdims=True) >= k
         return jnp.where(ok, cand, t)
 
-    t = jax.lax.fori_loop(0, 32, bit, jnp.zeros(x.shape[:-1] + (1,), jnp.uint32))
-    return u >= t
+    return jax.lax.fori_loop(0, 32, bit, jnp.zeros(u.shape[:-1] + (1,), jnp.uint32))
+
+
+def top_k_mask(x: jax.Array, k: int) -> jax.Array:
+    """[B, V] float -> [B, V] bool: x >= the row's k-th largest value (ties kept), exactly.
+
+    The k-th largest lies in the k blocks (of `TOPK_BLOCK` entries) with the largest block
+    maxima: fewer than k blocks have a maximum above it, and the chosen blocks hold every entry
+    above it plus at least as many entries equal to it as the row does, up to k. So one
+    max-pass, a `lax.top_k` over the [B, V / 128] block maxima and the bisection over the
+    k x 128 candidates (not the V entries: 7.7x fewer passes' worth at V = 49k, k = 50)
+    give the same threshold as bisecting the whole row.
+    """
+    x = x.astype(jnp.float32)
+    b, v = x.shape
+    nb = -(-v // TOPK_BLOCK)
+    if k * TOPK_BLOCK * 2 > v:  # small vocabulary or large k: bisect the whole row
+        u = _ordered_bits(x)
+        return u >= _kth_largest_bits(u, k)
+    blocks = jnp.pad(x, ((0, 0), (0, nb * TOPK_BLOCK - v)), constant_values=-jnp.inf)
+    blocks = blocks.reshape(b, nb, TOPK_BLOCK)
+    _, top = jax.lax.top_k(blocks.max(axis=-1), k)  # [B, k] block ids
+    cand = jnp.take_along_axis(blocks, top[:, :, None], axis=1).reshape(b, k * TOPK_BLOCK)
+    return _ordered_bits(x) >= _kth_largest_bits(_ordered_bits(cand), k)
 
 
 def sample_logits_rows(logits: jax.Array, keys: jax.Array, *, temperature: float,

@@ -393,13 +393,15 @@ def stage_train(ctx: Context) -> dict:
                      resp_labels=tr["resp_labels"], objective=tr["objective"], ref=tr["ref"])
     pools = {o: np.nonzero(ps.objective == i)[0] for i, o in enumerate(OBJECTIVES)}
     pools["mixed"] = np.arange(ps.n)
-    out = {}
+    out, trainers = {}, {}
     for mi, (name, (k, plan, routed)) in enumerate(methods(c).items()):
         heads = perturbed_heads(b["head"], k, c.head_init_noise if k > 1 else 0.0, c.head_seed)
         params = {"upper": b["up_p"], "heads": {"kernel": heads}}
         group = c.pairs_per_step if routed else None  # 2P rows / 2 heads
-        tx, step = dpo.make_trainer(b["upper"], k, OBJECTIVES, beta=c.beta, lr=c.lr,
-                                    routed=routed, group_size=group)
+        if (k, routed) not in trainers:  # the three single-head baselines share one compile
+            trainers[k, routed] = dpo.make_trainer(b["upper"], k, OBJECTIVES, beta=c.beta,
+                                                   lr=c.lr, routed=routed, group_size=group)
+        tx, step = trainers[k, routed]
         opt = tx.init(params)
         log = []
         batches = dpo.batches(pools, plan, c.pairs_per_step, c.steps, c.seed + mi)
@@ -489,10 +491,13 @@ def stage_eval_generation(ctx: Context, cached: dict | None = None, save=None) -
             for name, (up, head) in _policies(ctx).items() if name not in out}
     if todo:
         ids = [_chat(ctx.tok, p) for p in acc_prompts + eng_prompts]
+        # One batch per objective when it fits (the 48 + 48 eval prompts as 2 x 48 rows, not
+        # 2 x 64 with 32 idle rows; the short arithmetic prompts get their own prompt bucket).
+        per = min(len(acc_prompts), c.sample_batch)
         with ctx.bar(len(ids) * len(todo), f"generate ({len(todo)} policies)") as bar:
             gens = sampler.generate_many(b["lower"], b["upper"], b["lo_p"], todo, ctx.tok, ids,
                                          max_new_tokens=c.max_new_tokens, rng=rng,
-                                         batch_size=c.sample_batch, progress=bar.update)
+                                         batch_size=per, progress=bar.update)
         n = len(acc_prompts)
         for name, s in gens.items():
             part = lambda lo, hi: sampler.Samples(s.tokens[lo:hi], s.texts[lo:hi],  # noqa: E731
