@@ -107,7 +107,7 @@ def test_sampler_keeps_the_activations_encoding_gives(tmp_path):
 
 def test_sequence_logps_cut_to_each_batch_changes_nothing():
     """`demo.dpo.sequence_logps` sorts rows and cuts each batch to its longest row and response;
-    on the tiny preset it equals the log-probs of the whole padded set in one call (1e-5)."""
+    on the tiny preset it equals the log-probs of the whole padded set in one call (1e-4)."""
     import jax
     import numpy as np
 

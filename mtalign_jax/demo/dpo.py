@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import optax
 
+from mtalign_jax.decoding.sampling import bucket_size
 from mtalign_jax.models.model import CausalLM
 from mtalign_jax.training import steps as steps_lib
 from mtalign_jax.training.tasks import response_view
@@ -88,14 +89,13 @@ def sequence_logps(upper, params_upper, head_kernel, data: dict, batch_size: int
     r_all = data["resp_idx"].shape[1]
     n_resp = (data["resp_labels"] != -100).sum(axis=1)
     length = data["attention_mask"].sum(axis=1)
-    up = lambda v, b, cap: int(min(cap, max(b, -(-int(v) // b) * b)))  # noqa: E731
     order = np.lexsort((length, n_resp))
     out = np.zeros((n,), np.float32)
     for i in range(0, n, batch_size):
         sl = order[i:i + batch_size]
         pad = np.concatenate([sl, np.full(batch_size - len(sl), sl[0])])
-        t = up(length[sl].max(), LENGTH_BUCKET, t_all)
-        r = up(n_resp[sl].max(), RESP_BUCKET, r_all)
+        t = min(t_all, bucket_size(int(length[sl].max()), (LENGTH_BUCKET,)))
+        r = min(r_all, bucket_size(int(n_resp[sl].max()), (RESP_BUCKET,)))
         b = {"x": data["x"][pad, :t], "attention_mask": data["attention_mask"][pad, :t],
              "resp_idx": data["resp_idx"][pad, :r], "resp_labels": data["resp_labels"][pad, :r]}
         out[sl] = np.asarray(_logps(model, upper, params, b), np.float32)[:len(sl)]
