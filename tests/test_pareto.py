@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mtalign_jax.eval.pareto import hypervolume, pareto_front, plot_front
+from mtalign_jax.eval.pareto import hypervolume, label_directions, pareto_front, plot_front
 
 
 def test_pareto_front_hand_made():
@@ -69,3 +69,21 @@ def test_plot_front_writes_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="labels"):
         plot_front(curve, labels[:2], {}, tmp_path / "x.png", "a", "b", "c")
+
+
+def test_label_directions_point_away_from_the_nearest_neighbour():
+    # the demo's case: two sweep points sharing x, 0.021 apart in y, others far away
+    curve = np.array([[0.333, 0.792], [0.292, 0.771], [0.292, 0.750], [0.25, 0.73],
+                      [0.188, 0.708]])
+    base = np.array([[0.229, 0.625], [0.104, 0.375]])
+    d = label_directions(curve, base)
+    assert d.shape == (5, 2)
+    np.testing.assert_allclose(np.hypot(d[:, 0], d[:, 1]), 1.0, rtol=1e-12)
+    assert d[1, 1] > 0.5 and d[2, 1] < -0.5       # upper label above, lower label below
+    # a lone point and coincident points get the default up-right direction
+    np.testing.assert_allclose(label_directions([[0.5, 0.5]]), [[2 ** -0.5, 2 ** -0.5]])
+    np.testing.assert_allclose(label_directions([[0.5, 0.5], [0.5, 0.5]]),
+                               [[2 ** -0.5, 2 ** -0.5]] * 2)
+    # mirror symmetry: a point left of its only neighbour points left
+    d = label_directions([[0.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(d, [[-1.0, 0.0], [1.0, 0.0]], atol=1e-12)

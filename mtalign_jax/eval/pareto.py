@@ -4,6 +4,8 @@
 - `hypervolume(points [N, D], ref [D])`: exact volume dominated by the points and bounded by
   `ref`. 2-D is a sort-and-sweep (O(N log N)); higher D slices along the last axis and recurses
   (HSO-style, exact; fine for the small fronts of a weight sweep, O(N^(D-1) log N)).
+- `label_directions(points [N, 2], others [M, 2])`: where to put each point's label so that it
+  points away from its nearest neighbour (labels of points sharing an x or a y never swap).
 - `plot_front(...)`: the head-weight curve, its front and the baselines as a PNG.
 """
 from __future__ import annotations
@@ -91,6 +93,37 @@ def hypervolume(points, ref, maximize: Maximize = True) -> float:
     return float(_hv(p, r))
 
 
+def label_directions(points, others=None) -> np.ndarray:
+    """Unit directions [N, 2] for the labels of `points` [N, 2]: away from the other points
+    and `others` [M, 2], each pushing with weight 1 / distance^2 (in axis-range-normalised
+    coordinates, so a small gap on a short axis counts as much as on a long one). The nearest
+    neighbour dominates, so the labels of two points sharing an x or a y never swap.
+
+    Where the pushes cancel (or there is no other point) the label goes up-right,
+    (1, 1)/sqrt(2). Pure numpy; used by `plot_front`.
+    """
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    extra = np.asarray(others if others is not None else np.zeros((0, 2)), np.float64)
+    allp = np.concatenate([pts, extra.reshape(-1, 2)], axis=0)
+    span = np.ptp(allp, axis=0)
+    span = np.where(span > 0, span, 1.0)
+    d = pts[:, None, :] / span - allp[None, :, :] / span          # [N, N + M, 2]
+    d2 = np.sum(d * d, axis=-1)                                    # [N, N + M]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(d2 > 0, 1.0 / (d2 * np.sqrt(d2)), 0.0)        # unit vector / distance^2
+    push = np.sum(d * w[..., None], axis=1)                        # [N, 2]
+    norm = np.hypot(push[:, 0], push[:, 1])
+    default = np.array([1.0, 1.0]) / np.sqrt(2.0)
+    ok = norm > 1e-9 * np.maximum(1.0, np.max(w, axis=1, initial=0.0))
+    safe = np.where(ok, norm, 1.0)[:, None]
+    return np.where(ok[:, None], push / safe, default)
+
+
+def _align(c: float, neg: str, mid: str, pos: str) -> str:
+    """Text alignment for a label offset whose direction component is c (in [-1, 1])."""
+    return neg if c < -0.38 else pos if c > 0.38 else mid
+
+
 def plot_front(curve_points, labels: Sequence[str],
                baselines: Optional[Mapping[str, Sequence[float]]], path, xlabel: str,
                ylabel: str, title: str, maximize: Maximize = True) -> str:
@@ -121,11 +154,13 @@ def plot_front(curve_points, labels: Sequence[str],
     everything = np.concatenate([pts, base], axis=0)
     front = pareto_front(everything, maximize)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.4, 4.8), dpi=120)
     ax.plot(pts[:, 0], pts[:, 1], "-o", color="tab:blue", label="head-weight sweep", zorder=2)
-    for i, ((x, y), lab) in enumerate(zip(pts, labels)):  # labels alternate above / below
-        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 6 if i % 2 == 0 else -13),
-                    fontsize=8)
+    # each label sits on the side away from its nearest neighbour (curve or baseline)
+    for (x, y), lab, (dx, dy) in zip(pts, labels, label_directions(pts, base)):
+        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(9 * dx, 9 * dy),
+                    fontsize=8, ha=_align(dx, "right", "center", "left"),
+                    va=_align(dy, "top", "center", "bottom"))
     f = everything[front]
     f = f[np.argsort(f[:, 0])]
     ax.plot(f[:, 0], f[:, 1], "--", color="black", lw=1.2, zorder=1)
@@ -137,14 +172,15 @@ def plot_front(curve_points, labels: Sequence[str],
     for i, (name, (x, y)) in enumerate(baselines.items()):
         ax.scatter([x], [y], marker=markers[i % len(markers)], s=70, color=colors[i % len(colors)],
                    label=name, zorder=4)
+    ax.margins(x=0.12, y=0.1)  # room for the labels of the outermost points
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()  # outside the axes: the legend never hides a point
     out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    fig.savefig(out, format="png", bbox_inches="tight")
     plt.close(fig)
     return str(out)
