@@ -6,7 +6,7 @@ import pytest
 
 import mtalign_jax
 from mtalign_jax.models import CausalLM, get_preset
-from mtalign_jax.models.heads import mixed_kernel, routed_logits
+from mtalign_jax.models.heads import mixed_kernel, per_example_logits, routed_logits
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,37 @@ def test_routed_balanced_groups_equal_ragged(tiny3):
     ref = jnp.einsum("nd,ndv->nv", rows, k[head_ids])
     np.testing.assert_allclose(a, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(b, ref, atol=1e-5, rtol=0)
+
+
+def test_per_example_logits_and_grads_equal_gathered_heads():
+    """`per_example_logits` (the off-TPU path of uneven routing) against the gathered-kernel
+    einsum: values and the gradients for h and for every head (head 3 has no example; head 1
+    has three), float32, 1e-5."""
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.normal(size=(5, 7, 8)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(4, 8, 11)), jnp.float32)
+    head_ids = jnp.asarray([1, 0, 1, 2, 1])
+    g = jnp.asarray(rng.normal(size=(5, 7, 11)), jnp.float32)  # a random cotangent
+
+    def ref(h, k):
+        return jnp.einsum("btd,bdv->btv", h, k[head_ids])
+
+    np.testing.assert_allclose(per_example_logits(h, head_ids, kernel), ref(h, kernel),
+                               atol=1e-5, rtol=0)
+    ours = jax.grad(lambda h, k: jnp.sum(per_example_logits(h, head_ids, k) * g),
+                    argnums=(0, 1))(h, kernel)
+    want = jax.grad(lambda h, k: jnp.sum(ref(h, k) * g), argnums=(0, 1))(h, kernel)
+    for a, b in zip(ours, want):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    assert not np.asarray(ours[1][3]).any()  # the unused head gets no gradient
+    # the model routes uneven batches through it (off TPU): same logits as all heads + select
+    model, params, _ = mtalign_jax.load_pretrained("tiny", num_heads=3, head_init_noise=0.05,
+                                                   seed=7)
+    ids = jax.random.randint(jax.random.PRNGKey(2), (4, 6), 0, 256)
+    uneven = jnp.array([2, 2, 2, 0])
+    routed = model.apply({"params": params}, ids, head_ids=uneven)
+    allh, _ = _all_heads(model, params, ids)
+    np.testing.assert_allclose(routed, allh[uneven, jnp.arange(4)], atol=1e-5, rtol=0)
 
 
 def test_mixing_equals_single_weighted_head(tiny3):
