@@ -137,3 +137,126 @@ def test_sequence_logps_cut_to_each_batch_changes_nothing():
     full = dpo._logps(model, upper, {"upper": up_p, "heads": {"kernel": head[None]}}, data)
     np.testing.assert_allclose(got, np.asarray(full), rtol=1e-5, atol=1e-4)
     assert idx.shape[1] == 64  # the set's own R: batches use less where they can
+
+
+def _tiny_split():
+    """The tiny preset (random weights) cut after layer 1, a byte tokenizer and 3 chat prompts."""
+    import jax
+
+    from mtalign_jax.data.tokenizer import ByteTokenizer
+    from mtalign_jax.models.model import CausalLM, init_params
+    from mtalign_jax.models.presets import get_preset
+    from mtalign_jax.models.split import split_model, split_params
+
+    cfg = get_preset("tiny")
+    params = init_params(CausalLM(cfg, 1), jax.random.PRNGKey(0))
+    lower, upper = split_model(cfg, 1)
+    lo_p, up_p = split_params(params["trunk"], 1)
+    tok = ByteTokenizer()
+    prompts = [tok.encode_chat([{"role": "user", "content": t}])
+               for t in ("hi", "two plus 2?", "tell me. a story!")]
+    return lower, upper, lo_p, up_p, params["heads"]["kernel"][0], tok, prompts
+
+
+def test_copy_window_replaces_rows_only_in_the_last_slots():
+    """`sampler._copy_window`: rows taken from `src` in the `window` slots before the cache
+    index (k: slot axis last, v: slot axis -2), everywhere for valid / pos; per-layer and
+    stacked caches alike."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mtalign_jax.demo import sampler
+    from mtalign_jax.models.kv_cache import KVCache, per_layer
+
+    rng = np.random.default_rng(0)
+    L, B, H, hd, S, index, w = 2, 4, 1, 3, 10, 7, 3
+    c = KVCache(k=jnp.asarray(rng.normal(size=(L, B, H, hd, S)), jnp.float32),
+                v=jnp.asarray(rng.normal(size=(L, B, H, S, hd)), jnp.float32),
+                valid=jnp.asarray(rng.random((B, S)) > 0.5), pos=jnp.arange(B, dtype=jnp.int32),
+                index=jnp.asarray(index, jnp.int32))
+    src = jnp.asarray([2, 2, 2, 3])
+    for cache in (c, per_layer(c)):
+        out = sampler._copy_window(cache, src, w)
+        k = np.stack(out.k) if isinstance(out.k, tuple) else np.asarray(out.k)
+        v = np.stack(out.v) if isinstance(out.v, tuple) else np.asarray(out.v)
+        want_k, want_v = np.array(c.k), np.array(c.v)
+        want_k[..., index - w:index] = np.asarray(c.k)[:, src][..., index - w:index]
+        want_v[..., index - w:index, :] = np.asarray(c.v)[:, src][..., index - w:index, :]
+        np.testing.assert_array_equal(k, want_k)
+        np.testing.assert_array_equal(v, want_v)
+        np.testing.assert_array_equal(out.valid, np.asarray(c.valid)[np.asarray(src)])
+        np.testing.assert_array_equal(out.pos, [2, 2, 2, 3])
+
+
+def test_guided_k1_is_plain_sampling_and_guided_rows_continue_the_chosen_cache():
+    """Guided decoding in one loop (`sampler._guided`), tiny preset: with k=1 it is plain
+    sampling token for token (same keys; a step end only re-selects the row itself); with k=3
+    and 3-token steps, the returned features equal re-encoding prompt + completion with the
+    lower trunk (1e-5), and every token is in the top-2 of the teacher-forced policy logits:
+    the chosen candidate's lower and upper caches were carried on, not another row's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mtalign_jax.demo import rewards, sampler
+
+    lower, upper, lo_p, up_p, head, tok, prompts = _tiny_split()
+    pol = sampler.Policy(upper_params=up_p, head=head)
+    pause = sampler.step_delimiters(tok)
+    d = lower.cfg.d_model
+    common = dict(max_new_tokens=10, rng=jax.random.PRNGKey(3), temperature=1.0, top_k=2)
+    plain = sampler.generate(lower, upper, lo_p, pol, tok, prompts, batch_size=3, **common)
+    one, steps = sampler.guided_generate(
+        lower, upper, lo_p, pol, tok, prompts, guide=rewards.LinearScore(np.ones(2 * d), 0.0),
+        k=1, step_tokens=3, pause_ids=pause, batch_size=3, **common)
+    assert one.tokens == plain.tokens
+    np.testing.assert_allclose(one.features(), plain.features(), atol=1e-5)
+    assert steps >= len(prompts) * 3  # every 3 tokens (or sooner) a step ends
+
+    guide = rewards.LinearScore(np.random.default_rng(1).normal(size=2 * d), 0.0)
+    s, steps = sampler.guided_generate(lower, upper, lo_p, pol, tok, prompts, guide=guide, k=3,
+                                       step_tokens=3, pause_ids=pause, batch_size=2, **common)
+    assert len(s.tokens) == 3 and steps >= 3 and all(0 < len(t) <= 10 for t in s.tokens)
+    seqs = [(p + t, [-100] * len(p) + t) for p, t in zip(prompts, s.tokens)]
+    feats, acts = rewards.encode_lower(lower, lo_p, seqs, length=96, pad_id=tok.pad_id,
+                                       batch_size=4, keep_activations=True)
+    np.testing.assert_allclose(s.features(), feats, atol=1e-5)
+    mask = (acts != 0).any(-1).astype(np.int32)
+    h, _ = upper.apply({"params": up_p}, jnp.asarray(acts), attention_mask=jnp.asarray(mask))
+    logits = np.asarray(h @ head)
+    for i, (p, t) in enumerate(zip(prompts, s.tokens)):
+        for j, token in enumerate(t):
+            top2 = np.argsort(-logits[i, len(p) + j - 1])[:2]
+            assert token in top2, (i, j, token, top2)
+
+
+def test_select_copies_the_best_candidate_within_ready_groups_only():
+    """`sampler._select`: 2 groups of 3 rows; in the ready group every row becomes the row with
+    the highest guide score (features = [last, sum / length]), the other group is unchanged."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mtalign_jax.demo import sampler
+    from mtalign_jax.models.kv_cache import KVCache
+
+    rng = np.random.default_rng(0)
+    B, D, S = 6, 2, 5
+    cache = KVCache(k=jnp.asarray(rng.normal(size=(1, B, 1, 2, S)), jnp.float32),
+                    v=jnp.asarray(rng.normal(size=(1, B, 1, S, 2)), jnp.float32),
+                    valid=jnp.ones((B, S), bool), pos=jnp.arange(B, dtype=jnp.int32),
+                    index=jnp.asarray(S, jnp.int32))
+    feat_last = jnp.asarray([[0, 0], [3, 0], [1, 0], [0, 0], [9, 0], [0, 0]], jnp.float32)
+    feat_sum = jnp.asarray([[0, 8], [0, 0], [0, 3], [0, 0], [0, 0], [0, 0]], jnp.float32)
+    lengths = jnp.asarray([4, 1, 1, 1, 1, 1], jnp.int32)  # row 0's mean feature: (0, 2)
+    s = sampler.State(lo=cache, up=cache, last=jnp.arange(B * 3.0).reshape(B, 3),
+                      done=jnp.asarray([False, False, True, False, False, False]),
+                      feat_last=feat_last, feat_sum=feat_sum, lengths=lengths,
+                      tokens=jnp.arange(B * 4).reshape(B, 4), xs=jnp.zeros((B, 0, D)))
+    # score = last_x + 2 * mean_y: rows 0..2 -> 4, 3, 7 (row 2 best); rows 3..5 -> 0, 9, 0
+    out = sampler._select(s, jnp.asarray([True, False]), w=jnp.asarray([1.0, 0, 0, 2.0]),
+                          w0=jnp.asarray(0.5), k=3, window=2)
+    src = np.asarray([2, 2, 2, 3, 4, 5])
+    for name in ("last", "done", "feat_last", "feat_sum", "lengths", "tokens"):
+        np.testing.assert_array_equal(getattr(out, name), np.asarray(getattr(s, name))[src], name)
+    np.testing.assert_array_equal(out.lo.k[:, :, ..., S - 2:], np.asarray(cache.k)[:, src][..., S - 2:])
+    np.testing.assert_array_equal(out.lo.k[..., :S - 2], cache.k[..., :S - 2])  # outside: kept

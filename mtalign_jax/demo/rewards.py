@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from mtalign_jax.data import pipeline
+from mtalign_jax.decoding.sampling import bucket_size
 
 
 @dataclasses.dataclass
@@ -52,6 +53,29 @@ class LinearRM:
     def from_dict(cls, d) -> "LinearRM":
         return cls(mu=np.asarray(d["mu"]), sd=np.asarray(d["sd"]), w=np.asarray(d["w"]),
                    b=float(d["b"]), shift=float(d["shift"]), scale=float(d["scale"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearScore:
+    """score(f) = f @ w + b on raw features f [N, F]: a fixed mix of standardised RMs, folded
+    into one vector (what the guided decoder evaluates inside its compiled loop)."""
+
+    w: np.ndarray  # [F] float64
+    b: float
+
+    def __call__(self, f: np.ndarray) -> np.ndarray:
+        """f [N, F] -> [N] float64."""
+        return np.asarray(f, np.float64) @ self.w + self.b
+
+    @classmethod
+    def mix(cls, parts) -> "LinearScore":
+        """sum_i c_i * rm_i.z(f) for parts [(c_i, LinearRM rm_i)], as one (w, b)."""
+        w, b = 0.0, 0.0
+        for c, rm in parts:
+            per = np.asarray(rm.w, np.float64) / np.asarray(rm.sd, np.float64)  # [F]
+            w = w + c * per / rm.scale
+            b = b + c * (rm.b - rm.shift - float(np.asarray(rm.mu, np.float64) @ per)) / rm.scale
+        return cls(w=np.asarray(w, np.float64), b=float(b))
 
 
 def _standardise(f):
@@ -145,7 +169,7 @@ def encode_lower(lower, lo_p, seqs, *, length: int, pad_id: int, batch_size: int
         chunk = [seqs[j] for j in idx]
         real = len(chunk)
         chunk = chunk + [chunk[0]] * (batch_size - real)
-        t = min(length, -(-max(len(s[0]) for s in chunk) // ENCODE_BUCKET) * ENCODE_BUCKET)
+        t = min(length, bucket_size(max(len(s[0]) for s in chunk), (ENCODE_BUCKET,)))
         b = pipeline.pad_rows(chunk, t, pad_id)
         x = np.asarray(_lower_forward(lower, lo_p, b["input_ids"], b["attention_mask"]),
                        np.float32)[:real]

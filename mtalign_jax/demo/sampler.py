@@ -15,7 +15,9 @@ re-encoding it, whichever policy wrote it.
 guided decoding with a continuing cache: K candidate rows per prompt (copies of the prompt's
 cache), each samples one step (until a step delimiter, a stop token or `step_tokens`), the
 guide scores every candidate from its features, the best candidate's state is copied to all K
-rows, and decoding continues. No prefix is ever re-encoded.
+rows, and decoding continues. No prefix is ever re-encoded, and all of it runs in one compiled
+loop: a prompt's candidates are scored the moment the last of them ends its step, so no prompt
+waits for the slowest row of the batch (`_guided`).
 
 All shapes are static per (batch, prompt bucket, slot count): repeated calls reuse the compile.
 """
@@ -87,6 +89,34 @@ def _prefill_upper(upper: Trunk, up_p, head, c_lo: KVCache, x, mask, done, rows,
                  xs=jnp.zeros((b, n_new if keep_acts else 0, x.shape[-1]), jnp.float32))
 
 
+def _advance(lower: Trunk, upper: Trunk, lo_p, up_p, head, s: State, live, key, *,
+             temperature, top_k, stops, pad_id) -> tuple[State, jax.Array]:
+    """One decode iteration: every live row (live [B] bool) emits a token, the others write a
+    masked pad. Returns (the new state, the tokens [B] int32; pad where not live)."""
+    b, n_new = s.tokens.shape
+    tok = sample_logits(s.last, key, temperature=temperature, top_k=top_k)
+    tok = jnp.where(live, tok, pad_id)
+    m = live[:, None].astype(jnp.int32)
+    x, lo = lower.apply({"params": lo_p}, tok[:, None], attention_mask=m, cache=s.lo)
+    h, up = upper.apply({"params": up_p}, x, attention_mask=m, cache=s.up)
+    logits = jnp.dot(h[:, 0], head, preferred_element_type=jnp.float32)
+    x0 = x[:, 0].astype(jnp.float32)
+    col = jnp.where(live, s.lengths, n_new)  # out of range -> dropped
+    tokens = s.tokens.at[jnp.arange(b), col].set(tok, mode="drop")
+    xs = s.xs.at[jnp.arange(b), col].set(x0, mode="drop") if s.xs.shape[1] else s.xs
+    lengths = s.lengths + live.astype(jnp.int32)
+    done = s.done | (live & (jnp.isin(tok, stops) | (lengths >= n_new)))
+    s = State(lo=lo, up=up, last=jnp.where(live[:, None], logits, s.last), done=done,
+              feat_last=jnp.where(live[:, None], x0, s.feat_last),
+              feat_sum=s.feat_sum + jnp.where(live[:, None], x0, 0.0),
+              lengths=lengths, tokens=tokens, xs=xs)
+    return s, tok
+
+
+def _ids(ids) -> jax.Array:
+    return jnp.asarray(ids or (-1,), jnp.int32)
+
+
 @functools.partial(
     jax.jit, donate_argnames=("state",),
     static_argnames=("lower", "upper", "temperature", "top_k", "stop_ids", "pause_ids",
@@ -97,12 +127,10 @@ def _run(lower: Trunk, upper: Trunk, lo_p, up_p, head, state: State, rng, limit,
 
     lower/upper and lo_p/up_p normally in the unrolled layout (`models/unrolled.py`); the
     state's caches are stacked outside and, for unrolled parts, per-layer inside the loop."""
-    b, n_new = state.tokens.shape
+    b = state.tokens.shape[0]
     state = state.replace(lo=loop_cache(lower, state.lo), up=loop_cache(upper, state.up))
-    stops = jnp.asarray(stop_ids or (-1,), jnp.int32)
-    pauses = jnp.asarray(pause_ids or (-1,), jnp.int32)
-    free = state.lo.max_len - state.lo.index
-    limit = jnp.minimum(limit, free)
+    stops, pauses = _ids(stop_ids), _ids(pause_ids)
+    limit = jnp.minimum(limit, state.lo.max_len - state.lo.index)
 
     def cond(c):
         step, s, paused = c
@@ -111,25 +139,9 @@ def _run(lower: Trunk, upper: Trunk, lo_p, up_p, head, state: State, rng, limit,
     def body(c):
         step, s, paused = c
         live = ~(s.done | paused)
-        tok = sample_logits(s.last, jax.random.fold_in(rng, step), temperature=temperature,
-                            top_k=top_k)
-        tok = jnp.where(live, tok, pad_id)
-        m = live[:, None].astype(jnp.int32)
-        x, lo = lower.apply({"params": lo_p}, tok[:, None], attention_mask=m, cache=s.lo)
-        h, up = upper.apply({"params": up_p}, x, attention_mask=m, cache=s.up)
-        logits = jnp.dot(h[:, 0], head, preferred_element_type=jnp.float32)
-        x0 = x[:, 0].astype(jnp.float32)
-        col = jnp.where(live, s.lengths, n_new)  # out of range -> dropped
-        tokens = s.tokens.at[jnp.arange(b), col].set(tok, mode="drop")
-        xs = s.xs.at[jnp.arange(b), col].set(x0, mode="drop") if s.xs.shape[1] else s.xs
-        lengths = s.lengths + live.astype(jnp.int32)
-        done = s.done | (live & (jnp.isin(tok, stops) | (lengths >= n_new)))
-        paused = paused | (live & jnp.isin(tok, pauses))
-        s = State(lo=lo, up=up, last=jnp.where(live[:, None], logits, s.last), done=done,
-                  feat_last=jnp.where(live[:, None], x0, s.feat_last),
-                  feat_sum=s.feat_sum + jnp.where(live[:, None], x0, 0.0),
-                  lengths=lengths, tokens=tokens, xs=xs)
-        return step + 1, s, paused
+        s, tok = _advance(lower, upper, lo_p, up_p, head, s, live, jax.random.fold_in(rng, step),
+                          temperature=temperature, top_k=top_k, stops=stops, pad_id=pad_id)
+        return step + 1, s, paused | (live & jnp.isin(tok, pauses))
 
     _, state, _ = jax.lax.while_loop(
         cond, body, (jnp.zeros((), jnp.int32), state, jnp.zeros((b,), bool)))
@@ -139,17 +151,23 @@ def _run(lower: Trunk, upper: Trunk, lo_p, up_p, head, state: State, rng, limit,
                          up=kv_cache.stacked(state.up))
 
 
-def _take_rows(state: State, rows: jax.Array) -> State:
-    take = lambda x, axis: jnp.take(x, rows, axis=axis)  # noqa: E731
-    cache = lambda c: c.replace(k=take(c.k, 1), v=take(c.v, 1), valid=take(c.valid, 0),  # noqa
-                                pos=take(c.pos, 0))
-    return state.replace(lo=cache(state.lo), up=cache(state.up), last=take(state.last, 0),
-                         done=take(state.done, 0), feat_last=take(state.feat_last, 0),
-                         feat_sum=take(state.feat_sum, 0), lengths=take(state.lengths, 0),
-                         tokens=take(state.tokens, 0), xs=take(state.xs, 0))
+def _copy_window(c: KVCache, src: jax.Array, window: int) -> KVCache:
+    """Rows of a per-layer or stacked cache replaced by rows `src` [B], but only in the last
+    `window` slots before `c.index` (where rows of one guided group can differ; they are equal
+    before) and in the small per-row `valid` / `pos`."""
+    window = min(window, c.max_len)
+    start = jnp.clip(c.index - window, 0, c.max_len - window)
 
+    def rows(x, axis):  # x [B, ...] per layer or [L, B, ...]; the slot axis at `axis` (< 0)
+        win = jax.lax.dynamic_slice_in_dim(x, start, window, axis=axis)
+        win = jnp.take(win, src, axis=x.ndim - 4)
+        return jax.lax.dynamic_update_slice_in_dim(x, win, start, axis=axis)
 
-_take_rows_jit = jax.jit(_take_rows)  # shapes change (repeat): nothing to donate
+    def each(ks, axis):
+        return tuple(rows(x, axis) for x in ks) if isinstance(ks, tuple) else rows(ks, axis)
+
+    return c.replace(k=each(c.k, -1), v=each(c.v, -2), valid=jnp.take(c.valid, src, axis=0),
+                     pos=jnp.take(c.pos, src, axis=0))
 
 
 @dataclasses.dataclass
@@ -269,17 +287,96 @@ def step_delimiters(tok) -> tuple[int, ...]:
                  if tok.decode([i], skip_special=True).rstrip(" ").endswith(ends))
 
 
-def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: Callable,
-                    k: int, max_new_tokens: int, step_tokens: int, rng, pause_ids,
+def _select(s: State, ready, *, w, w0, k: int, window: int) -> State:
+    """Within each ready group (ready [G] bool; rows g*k .. g*k+k-1), every row becomes a copy of
+    the row the guide scores highest (features [B, 2D] @ w + w0); the other groups are left as
+    they are. The caches are copied in the last `window` slots only (`_copy_window`)."""
+    b = s.tokens.shape[0]
+    g = b // k
+    per_row = functools.partial(jnp.repeat, repeats=k, total_repeat_length=b)  # [G] -> [B]
+    mean = s.feat_sum / jnp.maximum(s.lengths, 1)[:, None].astype(jnp.float32)
+    score = (jnp.concatenate([s.feat_last, mean], axis=1) @ w + w0).reshape(g, k)
+    best = jnp.arange(g) * k + jnp.argmax(score, axis=1)
+    src = jnp.where(per_row(ready), per_row(best), jnp.arange(b))
+    take = functools.partial(jnp.take, indices=src, axis=0)
+    return s.replace(lo=_copy_window(s.lo, src, window), up=_copy_window(s.up, src, window),
+                     last=take(s.last), done=take(s.done), feat_last=take(s.feat_last),
+                     feat_sum=take(s.feat_sum), lengths=take(s.lengths), tokens=take(s.tokens),
+                     xs=take(s.xs))
+
+
+@functools.partial(
+    jax.jit, static_argnames=("lower", "upper", "k", "step_tokens", "temperature", "top_k",
+                              "stop_ids", "pause_ids", "pad_id"))
+def _guided(lower: Trunk, upper: Trunk, lo_p, up_p, head, guide_w, guide_b, state: State, rng,
+            *, k, step_tokens, temperature, top_k, stop_ids, pause_ids, pad_id):
+    """Guided decoding of B = G x k rows (row g*k + j: candidate j of prompt g) to the end, in
+    one compiled loop.
+
+    A row pauses at a step delimiter (`pause_ids`) or after `step_tokens` tokens of its step.
+    As soon as every row of a group is paused or done, the guide scores the k candidates
+    (features [k, 2D] @ guide_w [2D] + guide_b), the best one's state is copied to the k rows
+    (its KV cache only in the last `step_tokens` slots, the only ones where they differ) and
+    they go on; a group never waits for the other groups. A group whose selected row is done
+    is final. Returns (the G result rows g*k, caches dropped; selections [G] int32).
+    """
+    b = state.tokens.shape[0]
+    g = b // k
+    state = state.replace(lo=loop_cache(lower, state.lo), up=loop_cache(upper, state.up))
+    stops, pauses = _ids(stop_ids), _ids(pause_ids)
+    w, w0 = guide_w.astype(jnp.float32), guide_b.astype(jnp.float32)
+    per_row = functools.partial(jnp.repeat, repeats=k, total_repeat_length=b)  # [G] -> [B]
+    limit = state.lo.max_len - state.lo.index  # free slots
+
+    def maybe_select(s: State, ready):
+        select = functools.partial(_select, w=w, w0=w0, k=k, window=step_tokens)
+        return jax.lax.cond(jnp.any(ready), select, lambda s, r: s, s, ready)
+
+    def cond(c):
+        step, s, paused, steplen, final, nsel = c
+        return (step < limit) & ~jnp.all(final)
+
+    def body(c):
+        step, s, paused, steplen, final, nsel = c
+        live = ~(s.done | paused)
+        s, tok = _advance(lower, upper, lo_p, up_p, head, s, live, jax.random.fold_in(rng, step),
+                          temperature=temperature, top_k=top_k, stops=stops, pad_id=pad_id)
+        steplen = steplen + live.astype(jnp.int32)
+        paused = paused | (live & (jnp.isin(tok, pauses) | (steplen >= step_tokens)))
+        ready = (s.done | paused).reshape(g, k).all(axis=1) & ~final
+        s = maybe_select(s, ready)
+        again = per_row(ready)  # the selected groups' rows start a new step
+        final = final | (ready & s.done.reshape(g, k).all(axis=1))
+        return (step + 1, s, paused & ~again, jnp.where(again, 0, steplen), final,
+                nsel + ready.astype(jnp.int32))
+
+    final0 = state.done.reshape(g, k).all(axis=1)  # padding prompts
+    zeros = jnp.zeros((b,), jnp.int32)
+    _, state, _, _, final, nsel = jax.lax.while_loop(
+        cond, body, (jnp.zeros((), jnp.int32), state, zeros.astype(bool), zeros, final0,
+                     jnp.zeros((g,), jnp.int32)))
+    rest = ~final  # out of slots: the best candidate so far
+    state = maybe_select(state, rest)
+    keep = functools.partial(jnp.take, indices=jnp.arange(g) * k, axis=0)
+    out = State(lo=None, up=None, last=keep(state.last), done=keep(state.done),
+                feat_last=keep(state.feat_last), feat_sum=keep(state.feat_sum),
+                lengths=keep(state.lengths), tokens=keep(state.tokens), xs=keep(state.xs))
+    return out, nsel + rest.astype(jnp.int32)
+
+
+def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide, k: int,
+                    max_new_tokens: int, step_tokens: int, rng, pause_ids,
                     temperature: float = 1.0, top_k: int = 50, batch_size: int = 16,
                     progress: Optional[Callable] = None) -> tuple[Samples, int]:
-    """Step-level guided decoding with a continuing cache (module docstring).
+    """Step-level guided decoding with a continuing cache (module docstring, `_guided`).
 
-    guide(features [R, 2D]) -> scores [R] (higher is better). `batch_size` prompts at a time
-    (k rows each). Returns (one completion per prompt, number of guided steps taken).
+    guide: a linear score of the features, `guide.w` [2D] and `guide.b` (e.g.
+    `rewards.LinearScore`): higher is better. `batch_size` prompts at a time (k rows each).
+    Returns (one completion per prompt, the number of guided steps summed over the prompts).
     """
     stop = tuple(sorted({tok.eos_id, tok.im_end_id}))
-    slots = 2 * max_new_tokens  # rows advance unevenly between selections
+    slots = 2 * max_new_tokens  # every loop iteration takes a slot, also for paused rows
+    gw, gb = jnp.asarray(guide.w, jnp.float32), jnp.asarray(guide.b, jnp.float32)
     outs, n_steps = [], 0
     lower_u, lo_pu = unrolled(lower, lo_p)
     upper_u, up_pu = unrolled(upper, policy.upper_params)
@@ -287,27 +384,15 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide: 
         chunk = prompts[i:i + batch_size]
         ids, mask, done = _pad_batch(chunk, tok.pad_id, batch_size)
         b = ids.shape[0]
-        c_lo, x = _prefill_lower(lower, lo_p, ids, mask,
-                                 cache_len=ids.shape[1] + slots)
+        c_lo, x = _prefill_lower(lower, lo_p, ids, mask, cache_len=ids.shape[1] + slots)
         state = _prefill_upper(upper, policy.upper_params, policy.head, c_lo, x, mask,
                                jnp.asarray(done), jnp.repeat(jnp.arange(b), k),
                                n_new=max_new_tokens, pad_id=tok.pad_id)  # K copies of a prompt
-        step = 0
-        while not bool(jnp.all(state.done)):
-            state = _run(lower_u, upper_u, lo_pu, up_pu, policy.head, state,
-                         jax.random.fold_in(jax.random.fold_in(rng, i), step),
-                         jnp.asarray(step_tokens, jnp.int32), temperature=float(temperature),
-                         top_k=int(top_k), stop_ids=stop, pause_ids=tuple(pause_ids),
-                         pad_id=tok.pad_id)
-            lengths = np.maximum(np.asarray(state.lengths), 1)[:, None]
-            feats = np.concatenate([np.asarray(state.feat_last),
-                                    np.asarray(state.feat_sum) / lengths], axis=1)
-            scores = np.asarray(guide(feats), np.float64).reshape(b, k)
-            best = np.arange(b) * k + np.argmax(scores, axis=1)
-            state = _take_rows_jit(state, jnp.asarray(np.repeat(best, k)))
-            step += 1
-        n_steps += step
-        one = _take_rows_jit(state, jnp.arange(b) * k)
+        one, nsel = _guided(lower_u, upper_u, lo_pu, up_pu, policy.head, gw, gb, state,
+                            jax.random.fold_in(rng, i), k=k, step_tokens=step_tokens,
+                            temperature=float(temperature), top_k=int(top_k), stop_ids=stop,
+                            pause_ids=tuple(pause_ids), pad_id=tok.pad_id)
+        n_steps += int(np.sum(np.asarray(nsel)[:len(chunk)]))
         outs.append(_results(one, len(chunk), tok))
         if progress:
             progress(len(chunk))

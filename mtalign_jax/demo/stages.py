@@ -544,7 +544,7 @@ def _guide_of(ctx: Context):
     (each standardised), from the sampler's features."""
     guide_eng = rm_of(ctx, "guide")
     guide_acc = rewards.LinearRM.from_dict(ctx.results["pairs"]["accuracy_rm"])
-    return lambda f: 0.5 * guide_eng.z(f) + 0.5 * guide_acc.z(f)
+    return rewards.LinearScore.mix([(0.5, guide_eng), (0.5, guide_acc)])
 
 
 def _best_of_n(ctx: Context, acc_prompts, eng_prompts, rng) -> dict:
