@@ -3,6 +3,8 @@
     python -m benchmarks.run            # full: K = 2, 3, 5; all cases (tens of minutes on 2 cores)
     python -m benchmarks.run --quick    # headline K = 2 and the cheap cases, fewer repetitions
     python -m benchmarks.run --quick --smoke --out /tmp/r.json   # tiny preset, 1 rep (tests)
+    python -m benchmarks.run --only mahdpo   # re-measure the step and memory cases (full sizes)
+                                             # and replace just those entries in results.json
 
 Each case runs in its own subprocess (`--case`), so its peak RSS is its own and ours and the
 baseline never share a process. The output JSON is
@@ -30,6 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results.json"
 MARK = "BENCH_RESULT_JSON:"
 VARIANTS = ("precomputed_ref", "live_ref", "all_heads")
+ONLY = {"mahdpo": ("matmul_peak", "mahdpo_step", "mahdpo_memory")}  # --only: benches it redoes
 FIELDS = ("bench", "model", "heads", "pairs", "seq_len", "dtype", "variant", "seconds",
           "baseline_seconds", "ratio", "peak_rss_mb")
 
@@ -289,12 +292,31 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def merge_partial(out: pathlib.Path, results: list[dict], machine: dict,
+                  benches: tuple) -> tuple[list[dict], dict]:
+    """`--only`: the entries of `benches` in the existing `out` replaced by this run's, the other
+    entries and the machine block of the run that measured them kept; this run is appended to
+    `machine["partial_runs"]` (its command, date and seconds)."""
+    if not out.exists():
+        raise SystemExit(f"--only needs an existing {out} to update (run the full benchmark "
+                         f"first, or pass --out)")
+    old = json.loads(out.read_text())
+    kept = [r for r in old["results"] if r.get("bench") not in benches]
+    merged = dict(old["machine"])
+    merged["partial_runs"] = list(merged.get("partial_runs", [])) + [
+        {k: machine[k] for k in ("command", "date", "run_seconds")}]
+    return results + kept, merged
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="K=2 only, fewer repetitions")
     ap.add_argument("--smoke", action="store_true", help="tiny preset, 1 timed rep (tests)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output JSON path")
+    ap.add_argument("--only", choices=sorted(ONLY),
+                    help="re-run one group of cases (with the matmul peak) and replace those "
+                         "entries of an existing --out; machine.partial_runs records it")
     ap.add_argument("--case", nargs=2, metavar=("MODULE:FN", "SPEC_JSON"),
                     help=argparse.SUPPRESS)  # internal: run one case in this process
     args = ap.parse_args(argv)
@@ -314,16 +336,20 @@ def main(argv=None) -> int:
     step = mahdpo_results(p["mahdpo"], peak["flops_per_second"], log)
     results += step
     results += memory_results(p["mahdpo"], p["memory_heads"], step, log)
-    results += inference_results(p["inference"], log)
-    results += param_memory_results(p["param_memory"], log)
-    results += sampling_results(p["sampling"], log)
-    results += guided_results(p["guided"], log)
+    if not args.only:
+        results += inference_results(p["inference"], log)
+        results += param_memory_results(p["param_memory"], log)
+        results += sampling_results(p["sampling"], log)
+        results += guided_results(p["guided"], log)
 
     command = "python -m benchmarks.run" + "".join(
-        f" {a}" for a, on in (("--quick", args.quick), ("--smoke", args.smoke)) if on)
+        f" {a}" for a, on in (("--quick", args.quick), ("--smoke", args.smoke),
+                              (f"--only {args.only}", args.only)) if on)
     machine = dict(machine_info(), command=command,
                    run_seconds=round(time.perf_counter() - t0, 1))
     out = pathlib.Path(args.out)
+    if args.only:
+        results, machine = merge_partial(out, results, machine, ONLY[args.only])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     print(table(results))

@@ -106,3 +106,26 @@ def test_guided_results(smoke):
 def test_committed_results_untouched(smoke):
     _, _, before, after = smoke
     assert before == after
+
+
+def test_only_replaces_its_benches_and_keeps_the_rest(tmp_path):
+    """`--only mahdpo` (benchmarks.run.merge_partial): the step/memory/peak entries of the
+    existing file are replaced, the others and their machine block kept, the run recorded."""
+    from benchmarks import run
+
+    out = tmp_path / "results.json"
+    with pytest.raises(SystemExit, match="existing"):
+        run.merge_partial(out, [], {}, run.ONLY["mahdpo"])
+    old = {"machine": {"command": "python -m benchmarks.run", "date": "d0"},
+           "results": [{"bench": "mahdpo_step", "seconds": 9.0},
+                       {"bench": "guided_decoding", "seconds": 3.0},
+                       {"bench": "matmul_peak", "seconds": 1.0}]}
+    out.write_text(json.dumps(old))
+    new = [{"bench": "matmul_peak", "seconds": 2.0}, {"bench": "mahdpo_step", "seconds": 7.0}]
+    machine = {"command": "python -m benchmarks.run --only mahdpo", "date": "d1",
+               "run_seconds": 5.0, "cpu": "x"}
+    results, merged = run.merge_partial(out, new, machine, run.ONLY["mahdpo"])
+    assert results == new + [{"bench": "guided_decoding", "seconds": 3.0}]
+    assert merged["command"] == "python -m benchmarks.run" and merged["date"] == "d0"
+    assert merged["partial_runs"] == [{"command": "python -m benchmarks.run --only mahdpo",
+                                       "date": "d1", "run_seconds": 5.0}]
