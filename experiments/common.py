@@ -218,6 +218,21 @@ def split_rows(path: str, objective: str, config) -> tuple[list, list]:
                                      eval_cap=c.eval_cap, source_cap=c.source_cap)
 
 
+def heldout_rows(path: str, objective: str, config) -> list:
+    """The rows a table scores for one pair file. A demo pair file `DIR/pairs_<o>.jsonl` with a
+    sibling `DIR/heldout_<o>.jsonl` (what `make demo` writes: its own 200 held-out pairs per
+    objective, from prompts and conversations no training pair uses) is scored on the sibling;
+    any other file on its own held-out split (`split_rows`; 10% of the file: a handful of pairs
+    for the demo's ~40-100-pair files, which is why the demo writes the siblings)."""
+    from mtalign_jax.data import validate
+
+    d, name = os.path.split(path)
+    sibling = os.path.join(d, f"heldout_{objective}.jsonl")
+    if name == f"pairs_{objective}.jsonl" and os.path.isfile(sibling):
+        return list(validate.load_preference_file(sibling, objective))
+    return split_rows(path, objective, config)[1]
+
+
 def files_spec(files: dict[str, str]) -> str:
     return ",".join(f"{o}:{p}" for o, p in files.items())
 

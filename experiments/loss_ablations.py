@@ -67,7 +67,7 @@ def run(args) -> dict:
         if unknown:
             raise ValueError(f"--only: unknown variant(s) {unknown}; known: {list(table)}")
         table = {n: table[n] for n in names}
-    held = {o: common.split_rows(p, o, cfg)[1] for o, p in files.items()}
+    held = {o: common.heldout_rows(p, o, cfg) for o, p in files.items()}
     score = common.Scorer.for_config(cfg, held, args.scale_cfg.eval_pairs)
     k = len(files)
     res = common.Results()

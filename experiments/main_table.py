@@ -22,7 +22,8 @@ judged generations (MATH-500 accuracy, a 72B judge's engagement rate); generatio
 mini scale are in experiments/guided_table.py and synergy.py.
 
 Budget (mini, 2 CPU cores): 7 trained models per seed, 16 steps each (top 2 layers + heads), plus
-held-out scoring of 96 pairs per objective per model: roughly 25-35 minutes per seed.
+held-out scoring of up to 96 pairs per objective per model (the demo's held-out siblings,
+`common.heldout_rows`): one seed took 52 minutes (session 7, other jobs sharing the 2 cores).
 
 Paper's numbers (Math, Qwen2.5-7B; Acc = MATH-500 accuracy, Eng = judge engagement rate):
 
@@ -73,7 +74,7 @@ def run(args) -> dict:
     files = common.pair_files(args)
     v = args.scale_cfg.variant
     cfg = common.load_config("mahdpo_math", v, {"data.files": common.files_spec(files)})
-    held = {o: common.split_rows(p, o, cfg)[1] for o, p in files.items()}
+    held = {o: common.heldout_rows(p, o, cfg) for o, p in files.items()}
     train_rows = {o: common.split_rows(p, o, cfg)[0] for o, p in files.items()}
     score = common.Scorer.for_config(cfg, held, args.scale_cfg.eval_pairs)
     sft_file = common.write_jsonl(

@@ -72,7 +72,7 @@ def run(args) -> dict:
         cfg = common.load_config("mahdpo_five", v, {"data.files": common.files_spec(sub),
                                                     "data.objectives": ",".join(sub),
                                                     "model.num_heads": k})
-        held = {o: common.split_rows(p, o, cfg)[1] for o, p in sub.items()}
+        held = {o: common.heldout_rows(p, o, cfg) for o, p in sub.items()}
         score = common.Scorer.for_config(cfg, held, args.scale_cfg.eval_pairs)
         for seed in args.seed_list:
             ov = common.preference_overrides(args, sub, seed, **{

@@ -132,3 +132,23 @@ def test_loss_ablations_smoke(runs, tmp_path):
     cells = _check(_smoke("loss_ablations", runs, tmp_path, "--only", ",".join(rows)), rows,
                    metrics)
     assert float(cells[("ipo", "train loss")][2]) != float(cells[("default", "train loss")][2])
+
+
+def test_demo_pair_files_are_scored_on_their_heldout_siblings(tmp_path):
+    """`common.heldout_rows`: `DIR/pairs_<o>.jsonl` with a `DIR/heldout_<o>.jsonl` beside it (what
+    the demo writes) is scored on the sibling; without one, or for another file name, on the
+    file's own held-out split (`split_rows`). SYNTHETIC rows."""
+    from experiments import common
+
+    rows = common.synthetic_rows(OBJ, 40)
+    cfg = common.load_config("mahdpo_math", "mini")
+    pairs = common.write_jsonl(rows["accuracy"], str(tmp_path / "pairs_accuracy.jsonl"))
+    own = common.split_rows(pairs, "accuracy", cfg)[1]
+    assert 0 < len(own) < 40
+    assert common.heldout_rows(pairs, "accuracy", cfg) == own
+    common.write_jsonl(rows["accuracy"][:7], str(tmp_path / "heldout_accuracy.jsonl"))
+    held = common.heldout_rows(pairs, "accuracy", cfg)
+    assert [r["chosen"] for r in held] == [r["chosen"] for r in rows["accuracy"][:7]]
+    other = common.write_jsonl(rows["accuracy"], str(tmp_path / "mine.jsonl"))
+    assert common.heldout_rows(other, "accuracy", cfg) == common.split_rows(other, "accuracy",
+                                                                             cfg)[1]

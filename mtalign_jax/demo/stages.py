@@ -270,8 +270,12 @@ def stage_pairs(ctx: Context) -> dict:
                                "prompt_index": i, "chosen_sample": a, "rejected_sample": b})
     held_gold = _add_gold_pairs(held_pairs, held_rows, held_texts, held_correct, n,
                                  need=c.heldout_pairs_min)
-    for name, rows in (("accuracy", acc_pairs), ("engagement", eng_pairs)):
-        with open(os.path.join(ctx.workdir, f"pairs_{name}.jsonl"), "w") as f:
+    # The pair files the experiments read (experiments/common.py), with their held-out siblings
+    # (the held-out pairs this demo scores: accuracy from held-out prompts, the human test pairs)
+    for name, rows in (("pairs_accuracy", acc_pairs), ("pairs_engagement", eng_pairs),
+                       ("heldout_accuracy", held_pairs),
+                       ("heldout_engagement", d["rm"]["test"])):
+        with open(os.path.join(ctx.workdir, f"{name}.jsonl"), "w") as f:
             for p in rows:
                 f.write(json.dumps(p, default=str) + "\n")
     return {"pairs": {"accuracy": acc_pairs, "engagement": eng_pairs},
