@@ -328,7 +328,8 @@ def main(argv=None) -> int:
     benchmarks.SHARED_PROCESS = args.smoke
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     p = plan(args.quick, args.smoke)
-    log(f"benchmarks ({'quick' if args.quick else 'full'}{', smoke' if args.smoke else ''})")
+    log(f"benchmarks ({'quick' if args.quick else 'full'}{', smoke' if args.smoke else ''}"
+        f"{', only ' + args.only if args.only else ''})")
     peak = run_case("benchmarks.mahdpo_step:matmul_peak", p["matmul"], log)
     results = [result(bench="matmul_peak", model=None, heads=None, dtype="float32",
                       variant=f"jit_matmul_{p['matmul']['n']}", seconds=peak["seconds"],
@@ -345,8 +346,8 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.run" + "".join(
         f" {a}" for a, on in (("--quick", args.quick), ("--smoke", args.smoke),
                               (f"--only {args.only}", args.only)) if on)
-    machine = dict(machine_info(), command=command,
-                   run_seconds=round(time.perf_counter() - t0, 1))
+    seconds = round(time.perf_counter() - t0, 1)
+    machine = dict(machine_info(), command=command, run_seconds=seconds)
     out = pathlib.Path(args.out)
     if args.only:
         results, machine = merge_partial(out, results, machine, ONLY[args.only])
@@ -354,7 +355,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
     print(table(results))
     print(f"\n{machine['cpu']}, {machine['cores']} cores; {command}; "
-          f"{machine['run_seconds']:.0f} s; wrote {out}")
+          f"{seconds:.0f} s; wrote {out}")
     return 0
 
 
