@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup clean
 
+# glibc backs large allocations with transparent huge pages (where THP is in `madvise` mode):
+# XLA's per-call buffers otherwise page-fault 4 KiB at a time (~850k faults, ~1 s of a 8 s
+# MAH-DPO step on 2 cores; benchmarks/README). No effect where glibc or THP lacks it.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+
 $(VENV)/bin/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (DESIGN.md: Python 3.11)"; exit 1; }
 	$(PY) -m venv $(VENV)

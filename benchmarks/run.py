@@ -76,10 +76,15 @@ def plan(quick: bool, smoke: bool) -> dict:
 # ----------------------------------------------------------------------------- subprocesses
 
 
+HUGE_PAGES = "glibc.malloc.hugetlb=1"  # the Makefile's default (see there)
+
+
 def child_env() -> dict:
     """The environment of a case: as ours, minus any fake multi-device XLA flag (a benchmark
-    runs on the real devices)."""
+    runs on the real devices), with the Makefile's GLIBC_TUNABLES default when unset (ours and
+    the PyTorch baselines alike)."""
     env = dict(os.environ)
+    env.setdefault("GLIBC_TUNABLES", HUGE_PAGES)
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
                    env.get("XLA_FLAGS", "")).strip()
     if flags:
@@ -244,6 +249,16 @@ def guided_results(p: dict, log) -> list[dict]:
 # ----------------------------------------------------------------------------- reporting
 
 
+def thp() -> str | None:
+    """The kernel's transparent-huge-page mode ("always", "madvise" or "never"), if known."""
+    try:
+        text = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else None
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -263,6 +278,7 @@ def machine_info() -> dict:
             "python": platform.python_version(), "jax": version("jax"),
             "jaxlib": version("jaxlib"), "torch": version("torch"),
             "transformers": version("transformers"),
+            "glibc_tunables": child_env()["GLIBC_TUNABLES"], "transparent_hugepages": thp(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -296,7 +312,7 @@ def merge_partial(out: pathlib.Path, results: list[dict], machine: dict,
                   benches: tuple) -> tuple[list[dict], dict]:
     """`--only`: the entries of `benches` in the existing `out` replaced by this run's, the other
     entries and the machine block of the run that measured them kept; this run is appended to
-    `machine["partial_runs"]` (its command, date and seconds)."""
+    `machine["partial_runs"]` (its command, date, seconds and allocator settings)."""
     if not out.exists():
         raise SystemExit(f"--only needs an existing {out} to update (run the full benchmark "
                          f"first, or pass --out)")
@@ -304,7 +320,8 @@ def merge_partial(out: pathlib.Path, results: list[dict], machine: dict,
     kept = [r for r in old["results"] if r.get("bench") not in benches]
     merged = dict(old["machine"])
     merged["partial_runs"] = list(merged.get("partial_runs", [])) + [
-        {k: machine[k] for k in ("command", "date", "run_seconds")}]
+        {k: machine.get(k) for k in ("command", "date", "run_seconds", "glibc_tunables",
+                                     "transparent_hugepages")}]
     return results + kept, merged
 
 
