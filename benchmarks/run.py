@@ -320,8 +320,8 @@ def merge_partial(out: pathlib.Path, results: list[dict], machine: dict,
     kept = [r for r in old["results"] if r.get("bench") not in benches]
     merged = dict(old["machine"])
     merged["partial_runs"] = list(merged.get("partial_runs", [])) + [
-        {k: machine.get(k) for k in ("command", "date", "run_seconds", "glibc_tunables",
-                                     "transparent_hugepages")}]
+        {k: machine[k] for k in ("command", "date", "run_seconds", "glibc_tunables",
+                                 "transparent_hugepages") if k in machine}]
     return results + kept, merged
 
 

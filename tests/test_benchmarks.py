@@ -123,9 +123,10 @@ def test_only_replaces_its_benches_and_keeps_the_rest(tmp_path):
     out.write_text(json.dumps(old))
     new = [{"bench": "matmul_peak", "seconds": 2.0}, {"bench": "mahdpo_step", "seconds": 7.0}]
     machine = {"command": "python -m benchmarks.run --only mahdpo", "date": "d1",
-               "run_seconds": 5.0, "cpu": "x"}
+               "run_seconds": 5.0, "cpu": "x", "glibc_tunables": "glibc.malloc.hugetlb=1"}
     results, merged = run.merge_partial(out, new, machine, run.ONLY["mahdpo"])
     assert results == new + [{"bench": "guided_decoding", "seconds": 3.0}]
     assert merged["command"] == "python -m benchmarks.run" and merged["date"] == "d0"
     assert merged["partial_runs"] == [{"command": "python -m benchmarks.run --only mahdpo",
-                                       "date": "d1", "run_seconds": 5.0}]
+                                       "date": "d1", "run_seconds": 5.0,
+                                       "glibc_tunables": "glibc.malloc.hugetlb=1"}]

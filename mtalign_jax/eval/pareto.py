@@ -5,7 +5,8 @@
   `ref`. 2-D is a sort-and-sweep (O(N log N)); higher D slices along the last axis and recurses
   (HSO-style, exact; fine for the small fronts of a weight sweep, O(N^(D-1) log N)).
 - `label_directions(points [N, 2], others [M, 2])`: where to put each point's label so that it
-  points away from its nearest neighbour (labels of points sharing an x or a y never swap).
+  points away from the other points, weighted by 1 / distance^2 (so mostly from the nearest;
+  labels of points sharing an x or a y never swap).
 - `plot_front(...)`: the head-weight curve, its front and the baselines as a PNG.
 """
 from __future__ import annotations
@@ -156,7 +157,8 @@ def plot_front(curve_points, labels: Sequence[str],
 
     fig, ax = plt.subplots(figsize=(8.4, 4.8), dpi=120)
     ax.plot(pts[:, 0], pts[:, 1], "-o", color="tab:blue", label="head-weight sweep", zorder=2)
-    # each label sits on the side away from its nearest neighbour (curve or baseline)
+    # each label sits on the side away from its neighbours, the nearest weighing most (curve or
+    # baseline)
     for (x, y), lab, (dx, dy) in zip(pts, labels, label_directions(pts, base)):
         ax.annotate(lab, (x, y), textcoords="offset points", xytext=(9 * dx, 9 * dy),
                     fontsize=8, ha=_align(dx, "right", "center", "left"),
