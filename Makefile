@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test setup clean
 
 # glibc backs large allocations with transparent huge pages (where THP is in `madvise` mode):
-# XLA's per-call buffers otherwise page-fault 4 KiB at a time (~850k faults, ~1 s of a 8 s
-# MAH-DPO step on 2 cores; benchmarks/README). No effect where glibc or THP lacks it.
+# XLA's per-call buffers otherwise page-fault 4 KiB at a time, which costs a training step
+# system time (benchmarks/README, "Huge pages"). No effect where glibc or THP lacks it.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 $(VENV)/bin/python:
