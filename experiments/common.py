@@ -226,11 +226,18 @@ def heldout_rows(path: str, objective: str, config) -> list:
     for the demo's ~40-100-pair files, which is why the demo writes the siblings)."""
     from mtalign_jax.data import validate
 
-    d, name = os.path.split(path)
-    sibling = os.path.join(d, f"heldout_{objective}.jsonl")
-    if name == f"pairs_{objective}.jsonl" and os.path.isfile(sibling):
+    sibling = heldout_sibling(path, objective)
+    if sibling:
         return list(validate.load_preference_file(sibling, objective))
     return split_rows(path, objective, config)[1]
+
+
+def heldout_sibling(path: str, objective: str) -> str:
+    """`DIR/heldout_<o>.jsonl` when path is a demo pair file `DIR/pairs_<o>.jsonl` that has one
+    beside it, else ""."""
+    d, name = os.path.split(path)
+    sibling = os.path.join(d, f"heldout_{objective}.jsonl")
+    return sibling if name == f"pairs_{objective}.jsonl" and os.path.isfile(sibling) else ""
 
 
 def files_spec(files: dict[str, str]) -> str:
@@ -284,15 +291,29 @@ def final_metrics(workdir: str) -> dict:
     return out
 
 
+def _data_digest(files_spec: str) -> str:
+    """sha256 of the contents of the files a `data.files` spec names ("" for none): a run
+    cache key that changes when a data file is rewritten under the same path."""
+    h = hashlib.sha256()
+    for spec in filter(None, (x.strip() for x in str(files_spec).split(","))):
+        path = spec if os.path.exists(spec) else spec.split(":", 1)[-1]
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest() if files_spec else ""
+
+
 def train(config_name: str, variant: str, overrides: dict, runs_dir: str, tag: str) -> Run:
     """Train configs/<config_name>.py:<variant> with overrides in runs_dir/<tag>-<hash>.
 
-    A run already finished there (same config, same overrides) is reused; an unfinished one
-    resumes from its checkpoint (training/loop.py). Returns the run's final metrics.
+    A run already finished there (same config, same overrides, same data file contents) is
+    reused; an unfinished one resumes from its checkpoint (training/loop.py). Returns the run's
+    final metrics.
     """
     from mtalign_jax.training import loop
 
-    key = json.dumps([config_name, variant, sorted(overrides.items())], default=str)
+    key = json.dumps([config_name, variant, sorted(overrides.items()),
+                      _data_digest(overrides.get("data.files", ""))], default=str)
     workdir = os.path.join(runs_dir, f"{tag}-{hashlib.sha256(key.encode()).hexdigest()[:10]}")
     done = os.path.join(workdir, "finished.json")
     if os.path.isfile(done):

@@ -11,7 +11,10 @@ honesty (configs/mahdpo_hv.py hyperparameters, two heads). Otherwise (mini), con
 built from the offline sources: an engagement reward model (trained here on the engagement
 training pairs) scores both responses of every accuracy pair; where it prefers the incorrect
 (rejected) answer, the pair enters the subset twice: as an accuracy pair (correct > incorrect)
-and, on the same prompt, as an engagement pair (incorrect > correct). Smoke: the SYNTHETIC
+and, on the same prompt, as an engagement pair (incorrect > correct). The subset is trained on
+the conflicts among the demo's training pairs (`demo_out/pairs_accuracy.jsonl`) and scored on
+those among its 200 held-out pairs (`heldout_accuracy.jsonl`, prompts no training pair uses);
+for a --data file without that sibling, on its own train / held-out split. Smoke: the SYNTHETIC
 conflict pairs (data/synthetic.py, conflict=True: the wrong answer carries the engaging tail).
 Rows: dpo_mixed (one head on the pooled conflicting pairs: the paper's Single-Head DPO) and
 MAH-DPO (ensemble and each head). Metric: held-out preference accuracy per objective on the
@@ -54,8 +57,35 @@ def ultrafeedback_files(args, path: str) -> dict[str, str]:
     return out
 
 
-def offline_conflict_files(args) -> dict[str, str]:
-    """The mini subset (module docstring) from the demo's (or --data) pair files."""
+def conflicting(rows, chosen_scores, rejected_scores) -> dict[str, list]:
+    """The conflict pairs among accuracy pair rows: those whose rejected (incorrect) answer an
+    engagement RM scores above the chosen (correct) one. Each enters twice, as an accuracy pair
+    (as given) and as an engagement pair on the same prompt with the two answers swapped.
+
+    rows: N accuracy pair rows; chosen_scores, rejected_scores: [N] RM scores of their answers.
+    """
+    hits = [r for r, a, b in zip(rows, chosen_scores, rejected_scores) if b > a]
+    return {"accuracy": [dict(r, objective="accuracy", conflict=True) for r in hits],
+            "engagement": [dict(r, objective="engagement", chosen=r["rejected"],
+                                rejected=r["chosen"], conflict=True) for r in hits]}
+
+
+def offline_sources(path: str, cfg) -> tuple[list, list]:
+    """(training, held-out) accuracy pair rows the mini subset is built from: for a demo pair
+    file with its `heldout_accuracy.jsonl` sibling, every pair of the file and the sibling's 200
+    pairs (prompts no training pair uses); for any other file, its own split (`split_rows`)."""
+    from mtalign_jax.data import validate
+
+    sibling = common.heldout_sibling(path, "accuracy")
+    if sibling:
+        return (list(validate.load_preference_file(path, "accuracy")),
+                list(validate.load_preference_file(sibling, "accuracy")))
+    return common.split_rows(path, "accuracy", cfg)
+
+
+def offline_conflict_files(args) -> tuple[dict[str, str], dict[str, list]]:
+    """The mini subset (module docstring) from the demo's (or --data) pair files: ({objective:
+    training conflict file}, {objective: held-out conflict rows})."""
     from mtalign_jax.eval.scoring import load_reward_model, score_texts
 
     files = common.pair_files(args)
@@ -63,25 +93,27 @@ def offline_conflict_files(args) -> dict[str, str]:
                              {"data.files": common.files_spec(files)})
     eng_train, _ = common.split_rows(files["engagement"], "engagement", cfg)
     rm = load_reward_model(common.train_reward_model(args, eng_train, "eng_conflict"))
-    acc_rows = list(common.split_rows(files["accuracy"], "accuracy", cfg)[0]) + list(
-        common.split_rows(files["accuracy"], "accuracy", cfg)[1])
-    prompts = [r["prompt"] for r in acc_rows]
-    sc = score_texts(rm, prompts, [r["chosen"] for r in acc_rows])
-    sr = score_texts(rm, prompts, [r["rejected"] for r in acc_rows])
-    conflict = [r for r, a, b in zip(acc_rows, sc, sr) if b > a]
-    if len(conflict) < 4:
-        raise ValueError(f"only {len(conflict)} conflicting pairs in {files['accuracy']}: too "
-                         f"few for a conflict study")
-    acc = [dict(r, objective="accuracy", conflict=True) for r in conflict]
-    eng = [dict(r, objective="engagement", chosen=r["rejected"], rejected=r["chosen"],
-                conflict=True) for r in conflict]
+
+    def find(rows):
+        prompts = [r["prompt"] for r in rows]
+        return conflicting(rows, score_texts(rm, prompts, [r["chosen"] for r in rows]),
+                           score_texts(rm, prompts, [r["rejected"] for r in rows]))
+
+    train_rows, held_rows = offline_sources(files["accuracy"], cfg)
+    train, held = find(train_rows), find(held_rows)
+    for name, got, src, least in (("training", train, files["accuracy"], 4),
+                                  ("held-out", held, files["accuracy"], 2)):
+        if len(got["accuracy"]) < least:
+            raise ValueError(f"only {len(got['accuracy'])} conflicting {name} pairs from {src}: "
+                             f"too few for a conflict study (need {least})")
     d = os.path.join(args.runs, "data")
-    return {"accuracy": common.write_jsonl(acc, os.path.join(d, "conflict_accuracy.jsonl")),
-            "engagement": common.write_jsonl(eng, os.path.join(d, "conflict_engagement.jsonl"))}
+    return ({o: common.write_jsonl(train[o], os.path.join(d, f"conflict_{o}.jsonl"))
+             for o in train}, held)
 
 
 def run(args) -> dict:
     v = args.scale_cfg.variant
+    held = None
     if args.ultrafeedback:
         files, mah_cfg = ultrafeedback_files(args, args.ultrafeedback), "mahdpo_hv"
     elif args.scale == "smoke":
@@ -92,12 +124,13 @@ def run(args) -> dict:
                  for o in common.OBJECTIVES}
         mah_cfg = "mahdpo_math"
     else:
-        files, mah_cfg = offline_conflict_files(args), "mahdpo_math"
+        (files, held), mah_cfg = offline_conflict_files(args), "mahdpo_math"
     k = len(files)
     cfg = common.load_config(mah_cfg, v, {"data.files": common.files_spec(files),
                                           "data.objectives": ",".join(files),
                                           "model.num_heads": k})
-    held = {o: common.split_rows(p, o, cfg)[1] for o, p in files.items()}
+    if held is None:
+        held = {o: common.split_rows(p, o, cfg)[1] for o, p in files.items()}
     score = common.Scorer.for_config(cfg, held, args.scale_cfg.eval_pairs)
     res = common.Results()
     for seed in args.seed_list:

@@ -152,3 +152,46 @@ def test_demo_pair_files_are_scored_on_their_heldout_siblings(tmp_path):
     other = common.write_jsonl(rows["accuracy"], str(tmp_path / "mine.jsonl"))
     assert common.heldout_rows(other, "accuracy", cfg) == common.split_rows(other, "accuracy",
                                                                              cfg)[1]
+
+
+def test_conflict_subset_builds_train_and_heldout_conflicts_from_disjoint_files(tmp_path):
+    """conflict_subset mini: a pair enters the subset when the engagement scores prefer its
+    rejected answer, once per objective with the engagement pair swapped; the training
+    conflicts come from every pair of a demo pair file and the held-out ones from its
+    `heldout_accuracy.jsonl` sibling (else from the file's own split). SYNTHETIC rows."""
+    from experiments import common
+    from experiments.conflict_subset import conflicting, offline_sources
+
+    rows = common.synthetic_rows(OBJ, 40)["accuracy"]
+    got = conflicting(rows[:4], [0.0, 1.0, 2.0, -1.0], [1.0, 0.5, 2.0, 3.0])
+    assert [r["chosen"] for r in got["accuracy"]] == [rows[0]["chosen"], rows[3]["chosen"]]
+    assert [r["chosen"] for r in got["engagement"]] == [rows[0]["rejected"], rows[3]["rejected"]]
+    assert [r["rejected"] for r in got["engagement"]] == [rows[0]["chosen"], rows[3]["chosen"]]
+    assert {r["objective"] for r in got["engagement"]} == {"engagement"}
+    assert all(r["prompt"] == s["prompt"] for r, s in zip(got["engagement"], got["accuracy"]))
+
+    cfg = common.load_config("mahdpo_math", "mini")
+    pairs = common.write_jsonl(rows[:30], str(tmp_path / "pairs_accuracy.jsonl"))
+    train, held = offline_sources(pairs, cfg)
+    assert (train, held) == common.split_rows(pairs, "accuracy", cfg)
+    common.write_jsonl(rows[30:], str(tmp_path / "heldout_accuracy.jsonl"))
+    train, held = offline_sources(pairs, cfg)
+    assert [r["chosen"] for r in train] == [r["chosen"] for r in rows[:30]]
+    assert [r["chosen"] for r in held] == [r["chosen"] for r in rows[30:]]
+
+
+def test_run_cache_key_follows_the_data_files_contents(tmp_path):
+    """`common.train` reuses a finished run only for the same data: its key holds a digest of
+    the contents of the `data.files` it names (a file rewritten under the same path, as the
+    experiments do with their derived pair files, must not reuse a run trained on the old one)."""
+    from experiments.common import _data_digest
+
+    a = tmp_path / "pairs_accuracy.jsonl"
+    a.write_text('{"x": 1}\n')
+    spec = f"accuracy:{a}"
+    first = _data_digest(spec)
+    assert first and first == _data_digest(spec)
+    a.write_text('{"x": 2}\n')
+    assert _data_digest(spec) != first
+    assert _data_digest(str(a)) == _data_digest(spec)
+    assert _data_digest("") == ""
