@@ -278,7 +278,8 @@ def machine_info() -> dict:
             "python": platform.python_version(), "jax": version("jax"),
             "jaxlib": version("jaxlib"), "torch": version("torch"),
             "transformers": version("transformers"),
-            "glibc_tunables": child_env()["GLIBC_TUNABLES"], "transparent_hugepages": thp(),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", HUGE_PAGES),
+            "transparent_hugepages": thp(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
