@@ -131,7 +131,8 @@ def run(args) -> dict:
                                           "model.num_heads": k})
     if held is None:
         held = {o: common.split_rows(p, o, cfg)[1] for o, p in files.items()}
-    score = common.Scorer.for_config(cfg, held, args.scale_cfg.eval_pairs)
+    cap = args.scale_cfg.eval_pairs
+    score = common.Scorer.for_config(cfg, held, cap)
     res = common.Results()
     for seed in args.seed_list:
         base_ov = common.preference_overrides(args, files, seed)
@@ -140,10 +141,15 @@ def run(args) -> dict:
         mah = common.train(mah_cfg, v, dict(base_ov, **{"model.num_heads": k}), args.runs,
                            f"conflict_mahdpo-s{seed}")
         common.add_head_rows(res, score, mah.workdir, list(files), "MAH-DPO")
+    scored = ", ".join(f"{o} {min(len(r), cap)} of {len(r)} held out" for o, r in held.items())
     return common.write_outputs(
         args, res, title="Conflict subset: pooled single-head DPO vs MAH-DPO",
         notes=f"Objectives {', '.join(files)}; held-out preference accuracy on the conflicting "
-              f"pairs ({', '.join(f'{o}: {len(r)}' for o, r in held.items())} held out).",
+              f"pairs (scored: {scored}). "
+              + ("" if args.ultrafeedback else
+                 "Each engagement pair is an accuracy pair with its answers swapped, so a row "
+                 "scored with one head reads x / 1 - x: compare each MAH-DPO head on its own "
+                 "objective with the pooled single head."),
         paper=PAPER)
 
 

@@ -130,3 +130,26 @@ def test_only_replaces_its_benches_and_keeps_the_rest(tmp_path):
     assert merged["partial_runs"] == [{"command": "python -m benchmarks.run --only mahdpo",
                                        "date": "d1", "run_seconds": 5.0,
                                        "glibc_tunables": "glibc.malloc.hugetlb=1"}]
+
+
+def test_bf16_dot_measures_every_way_and_dot_f32_matches_a_float32_sum():
+    """benchmarks/bf16_dot.py on one small shape (timings only produced, never asserted), and
+    `dot_f32` equals the float32 product of the same bfloat16 operands, rounded once."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import bf16_dot
+    from mtalign_jax.models.layers import dot_f32
+
+    rows = bf16_dot.measure(rows=(8,), reps=1, shapes={"small": (32, 16)})
+    assert len(rows) == 1 and all(rows[0][w] > 0 for w in bf16_dot.WAYS)
+    assert "| small [32, 16] | 8 |" in bf16_dot.table(rows)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 64)), jnp.bfloat16)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(64, 8)), jnp.bfloat16)
+    got = dot_f32(x, w, (((1,), (0,)), ((), ())))
+    assert got.dtype == jnp.bfloat16
+    want = (np.asarray(x, np.float32) @ np.asarray(w, np.float32)).astype(jnp.bfloat16)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=1e-2)
+    x32 = x.astype(jnp.float32)
+    assert dot_f32(x32, w.astype(jnp.float32), (((1,), (0,)), ((), ()))).dtype == jnp.float32

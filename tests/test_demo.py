@@ -27,13 +27,13 @@ def _numbers(obj, path="results"):
             yield from _numbers(v, f"{path}[{i}]")
 
 
-def _run(workdir):
+def _run(workdir, *extra, ok=True):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mtalign_jax.demo", "--quick", "--workdir",
-                           str(workdir)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+                           str(workdir), *extra], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert (proc.returncode == 0) == ok, proc.stderr[-4000:]
     return time.perf_counter() - t, proc
 
 
@@ -69,6 +69,20 @@ def test_demo_quick_outputs_and_resume(tmp_path):
     assert res2["generation"] == res["generation"]
     assert second_s < 0.5 * first_s, (second_s, first_s)
     assert "stage train: cached" in proc.stdout
+
+
+@pytest.mark.heavy
+def test_demo_quick_bfloat16_runs_every_stage_and_keeps_its_settings(tmp_path):
+    """`--dtype bfloat16`: every stage runs, every number is finite, the report says the dtype;
+    the same workdir then refuses a float32 run (its cached stages hold other numbers)."""
+    _run(tmp_path, "--dtype", "bfloat16")
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["dtype"] == "bfloat16"
+    bad = [p for p, v in _numbers(res) if not (isinstance(v, (int, float)) and math.isfinite(v))]
+    assert not bad, bad
+    assert "Compute dtype bfloat16" in (tmp_path / "results.md").read_text()
+    _, proc = _run(tmp_path, ok=False)
+    assert "holds a run with other settings" in proc.stderr + proc.stdout
 
 
 def test_sampler_keeps_the_activations_encoding_gives(tmp_path):

@@ -1,5 +1,8 @@
-"""`python -m mtalign_jax.demo [--quick] [--workdir demo_out]`: the whole method at mini scale
-on the real SmolLM2-135M-Instruct (see `mtalign_jax/demo/__init__.py`).
+"""`python -m mtalign_jax.demo [--quick] [--workdir demo_out] [--dtype float32|bfloat16]`: the
+whole method at mini scale on the real SmolLM2-135M-Instruct (see `mtalign_jax/demo/__init__.py`).
+`--dtype bfloat16` computes every stage with bfloat16 matmul inputs (float32 sums, softmax,
+norms and trained params): faster prefill, scoring and training on a CPU with AVX512-BF16,
+other numbers (README "Demo").
 
 Each stage shows a progress bar, logs its wall time and caches its result in
 `WORKDIR/stages/NAME.pkl`; a rerun loads the cached stages (and the JAX persistent compilation
@@ -9,6 +12,7 @@ cache in `WORKDIR/jax_cache`) and only computes what is missing. The outputs:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -33,13 +37,13 @@ def _save(path: str, obj) -> None:
     os.replace(tmp, path)  # atomic: a killed run never leaves a torn stage
 
 
-def run(workdir: str, quick: bool, t0: float = _T0) -> dict:
+def run(workdir: str, quick: bool, t0: float = _T0, dtype: str = "float32") -> dict:
     from mtalign_jax.demo import config as config_lib
     from mtalign_jax.demo import report, stages
 
     os.makedirs(os.path.join(workdir, "stages"), exist_ok=True)
     _setup_jax(workdir)
-    cfg = config_lib.quick() if quick else config_lib.default()
+    cfg = dataclasses.replace(config_lib.quick() if quick else config_lib.default(), dtype=dtype)
     meta_path = os.path.join(workdir, "stages", "config.json")
     cfg_json = json.dumps({k: v for k, v in vars(cfg).items()}, default=list, sort_keys=True)
     if os.path.exists(meta_path) and open(meta_path).read() != cfg_json:
@@ -87,8 +91,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="every stage with 1-2 steps and a handful of prompts (< 3 minutes)")
     ap.add_argument("--workdir", default="demo_out", help="outputs and cached stages")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="compute dtype of every stage (params and sums stay float32)")
     args = ap.parse_args(argv)
-    run(args.workdir, args.quick)
+    run(args.workdir, args.quick, dtype=args.dtype)
     return 0
 
 

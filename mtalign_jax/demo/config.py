@@ -12,6 +12,8 @@ class DemoConfig:
     head_seed: int = 42
     head_init_noise: float = 1e-3
     n_top: int = 2  # top layers that train (shared by both objectives); the rest is frozen
+    dtype: str = "float32"  # compute dtype of every stage (--dtype): matmul inputs in it;
+    # float32 sums (layers.dot_f32), softmax, norms, log-softmax and trained params regardless
     # data
     arith_operands: int = 2
     arith_max_value: int = 10  # base SmolLM2: ~36% greedy (30-60% wanted; 30 gave 16%)

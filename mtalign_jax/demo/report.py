@@ -110,7 +110,9 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
         f"{get_preset('smollm2-135m-instruct').n_layers - cfg.n_top} "
         f"layers are frozen (their activations computed once and shared by every method), the "
         f"top {cfg.n_top} layers and the heads train, {cfg.steps} steps of {cfg.pairs_per_step} "
-        f"pairs for every method; reference log-probs precomputed.",
+        f"pairs for every method; reference log-probs precomputed. Compute dtype "
+        f"{cfg.dtype}" + (" (matmul inputs; float32 sums, softmax, norms and trained params)."
+                          if cfg.dtype != "float32" else "."),
         "",
         "## Generations on held-out prompts "
         f"({cfg.eval_prompts} per objective, greedy unless marked, <= {cfg.max_new_tokens} "

@@ -61,6 +61,12 @@ class Policy:
     upper_params: dict
     head: jax.Array
 
+    def cast(self, dtype) -> "Policy":
+        """This policy with its params stored in `dtype` (the model's compute dtype: decoding
+        then reads each weight in that dtype once, rather than converting it every token)."""
+        return Policy(*jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype),
+                                              (self.upper_params, self.head)))
+
 
 @functools.partial(jax.jit, static_argnames=("lower", "cache_len"))
 def _prefill_lower(lower: Trunk, lo_p, ids, mask, *, cache_len):
@@ -248,6 +254,7 @@ def generate_many(lower, upper, lo_p, policies: dict, tok, prompts: Sequence[Seq
     out = {name: [] for name in policies}
     rows = jnp.asarray(np.repeat(np.arange(per), n))
     lower_u, lo_pu = unrolled(lower, lo_p)
+    policies = {name: pol.cast(upper.cfg.dtype) for name, pol in policies.items()}
     uppers = {name: unrolled(upper, pol.upper_params) for name, pol in policies.items()}
     for i in range(0, len(prompts), per):
         chunk = prompts[i:i + per]
@@ -293,16 +300,23 @@ def _select(s: State, ready, *, w, w0, k: int, window: int) -> State:
     they are. The caches are copied in the last `window` slots only (`_copy_window`)."""
     b = s.tokens.shape[0]
     g = b // k
-    per_row = functools.partial(jnp.repeat, repeats=k, total_repeat_length=b)  # [G] -> [B]
     mean = s.feat_sum / jnp.maximum(s.lengths, 1)[:, None].astype(jnp.float32)
     score = (jnp.concatenate([s.feat_last, mean], axis=1) @ w + w0).reshape(g, k)
     best = jnp.arange(g) * k + jnp.argmax(score, axis=1)
-    src = jnp.where(per_row(ready), per_row(best), jnp.arange(b))
-    take = functools.partial(jnp.take, indices=src, axis=0)
-    return s.replace(lo=_copy_window(s.lo, src, window), up=_copy_window(s.up, src, window),
-                     last=take(s.last), done=take(s.done), feat_last=take(s.feat_last),
-                     feat_sum=take(s.feat_sum), lengths=take(s.lengths), tokens=take(s.tokens),
-                     xs=take(s.xs))
+    src = jnp.where(_per_row(ready, k), _per_row(best, k), jnp.arange(b))
+    return _take_rows(s, src).replace(lo=_copy_window(s.lo, src, window),
+                                      up=_copy_window(s.up, src, window))
+
+
+def _per_row(x: jax.Array, k: int) -> jax.Array:
+    """[G] -> [G * k]: each group's value on its k rows."""
+    return jnp.repeat(x, k, total_repeat_length=x.shape[0] * k)
+
+
+def _take_rows(s: State, rows: jax.Array) -> State:
+    """The state of rows `rows` [R] (indices into its B rows); the caches are left as they are."""
+    fields = ("last", "done", "feat_last", "feat_sum", "lengths", "tokens", "xs")
+    return s.replace(**{f: jnp.take(getattr(s, f), rows, axis=0) for f in fields})
 
 
 @functools.partial(
@@ -325,7 +339,6 @@ def _guided(lower: Trunk, upper: Trunk, lo_p, up_p, head, guide_w, guide_b, stat
     state = state.replace(lo=loop_cache(lower, state.lo), up=loop_cache(upper, state.up))
     stops, pauses = _ids(stop_ids), _ids(pause_ids)
     w, w0 = guide_w.astype(jnp.float32), guide_b.astype(jnp.float32)
-    per_row = functools.partial(jnp.repeat, repeats=k, total_repeat_length=b)  # [G] -> [B]
     limit = state.lo.max_len - state.lo.index  # free slots
 
     def maybe_select(s: State, ready):
@@ -345,7 +358,7 @@ def _guided(lower: Trunk, upper: Trunk, lo_p, up_p, head, guide_w, guide_b, stat
         paused = paused | (live & (jnp.isin(tok, pauses) | (steplen >= step_tokens)))
         ready = (s.done | paused).reshape(g, k).all(axis=1) & ~final
         s = maybe_select(s, ready)
-        again = per_row(ready)  # the selected groups' rows start a new step
+        again = _per_row(ready, k)  # the selected groups' rows start a new step
         final = final | (ready & s.done.reshape(g, k).all(axis=1))
         return (step + 1, s, paused & ~again, jnp.where(again, 0, steplen), final,
                 nsel + ready.astype(jnp.int32))
@@ -357,10 +370,7 @@ def _guided(lower: Trunk, upper: Trunk, lo_p, up_p, head, guide_w, guide_b, stat
                      jnp.zeros((g,), jnp.int32)))
     rest = ~final  # out of slots: the best candidate so far
     state = maybe_select(state, rest)
-    keep = functools.partial(jnp.take, indices=jnp.arange(g) * k, axis=0)
-    out = State(lo=None, up=None, last=keep(state.last), done=keep(state.done),
-                feat_last=keep(state.feat_last), feat_sum=keep(state.feat_sum),
-                lengths=keep(state.lengths), tokens=keep(state.tokens), xs=keep(state.xs))
+    out = _take_rows(state, jnp.arange(g) * k).replace(lo=None, up=None)
     return out, nsel + rest.astype(jnp.int32)
 
 
@@ -379,6 +389,7 @@ def guided_generate(lower, upper, lo_p, policy: Policy, tok, prompts, *, guide, 
     gw, gb = jnp.asarray(guide.w, jnp.float32), jnp.asarray(guide.b, jnp.float32)
     outs, n_steps = [], 0
     lower_u, lo_pu = unrolled(lower, lo_p)
+    policy = policy.cast(upper.cfg.dtype)
     upper_u, up_pu = unrolled(upper, policy.upper_params)
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]

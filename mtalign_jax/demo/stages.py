@@ -39,10 +39,13 @@ class Context:
         from mtalign_jax.models.split import split_model, split_params
 
         model, params, tok = load_pretrained("smollm2-135m-instruct", num_heads=1)
-        lower, upper = split_model(model.cfg, self.cfg.n_top)
+        cfg = model.cfg.replace(dtype=self.cfg.dtype)
+        lower, upper = split_model(cfg, self.cfg.n_top)
         lo_p, up_p = split_params(params["trunk"], self.cfg.n_top)
+        if cfg.dtype != "float32":  # frozen: stored once in the compute dtype
+            lo_p = jax.tree_util.tree_map(lambda a: a.astype(cfg.dtype), lo_p)
         return {"tok": tok, "lower": lower, "upper": upper, "lo_p": lo_p, "up_p": up_p,
-                "head": params["heads"]["kernel"][0], "cfg": model.cfg}
+                "head": params["heads"]["kernel"][0], "cfg": cfg}
 
     @property
     def tok(self):

@@ -16,6 +16,18 @@ from mtalign_jax.models.presets import ModelConfig
 Dtype = jnp.dtype
 
 
+def dot_f32(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """`lax.dot_general` accumulated and returned in float32, then cast to lhs's dtype: the
+    `dot_general` of every Dense here. The same numbers as a plain dot (float32: identical;
+    bfloat16: one rounding of the float32 sum), but for bfloat16 compute XLA CPU runs
+    bf16 x bf16 -> f32 on its fast path while a bf16 output takes a slower one than float32
+    (`benchmarks/bf16_dot.py` measures both)."""
+    del preferred_element_type  # always float32
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(lhs.dtype)
+
+
 def _init(names, std=0.02):
     return nn.with_logical_partitioning(nn.initializers.normal(std), names)
 
@@ -113,7 +125,7 @@ class Attention(nn.Module):
         def proj(name, heads, logical):
             return nn.Dense(
                 heads * cfg.head_dim, use_bias=cfg.qkv_bias, dtype=dt, param_dtype=pdt,
-                kernel_init=_init(("embed", logical)),
+                dot_general=dot_f32, kernel_init=_init(("embed", logical)),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (logical,)),
                 name=name)(x).reshape(b, t, heads, cfg.head_dim)
 
@@ -136,7 +148,7 @@ class Attention(nn.Module):
             y = cached_attention(q, at(k_all), at(v_all), mask)
             new_cache = (k_all, v_all)
 
-        y = nn.Dense(cfg.d_model, use_bias=False, dtype=dt, param_dtype=pdt,
+        y = nn.Dense(cfg.d_model, use_bias=False, dtype=dt, param_dtype=pdt, dot_general=dot_f32,
                      kernel_init=_init(("q_heads", "embed")),
                      name="o_proj")(y.reshape(b, t, cfg.n_heads * cfg.head_dim))
         return y, new_cache
@@ -152,7 +164,8 @@ class MLP(nn.Module):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         dense = lambda f, names, name: nn.Dense(  # noqa: E731
-            f, use_bias=False, dtype=dt, param_dtype=pdt, kernel_init=_init(names), name=name)
+            f, use_bias=False, dtype=dt, param_dtype=pdt, dot_general=dot_f32,
+            kernel_init=_init(names), name=name)
         g = dense(cfg.d_ff, ("embed", "mlp"), "gate_proj")(x)
         u = dense(cfg.d_ff, ("embed", "mlp"), "up_proj")(x)
         return dense(cfg.d_model, ("mlp", "embed"), "down_proj")(nn.silu(g) * u)
