@@ -315,7 +315,7 @@ def _per_row(x: jax.Array, k: int) -> jax.Array:
 
 def _take_rows(s: State, rows: jax.Array) -> State:
     """The state of rows `rows` [R] (indices into its B rows); the caches are left as they are."""
-    fields = ("last", "done", "feat_last", "feat_sum", "lengths", "tokens", "xs")
+    fields = [f.name for f in dataclasses.fields(State) if f.name not in ("lo", "up")]
     return s.replace(**{f: jnp.take(getattr(s, f), rows, axis=0) for f in fields})
 
 
