@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
+
+from benchmarks import timed
 
 SHAPES = {"q/o": (576, 576), "gate/up": (576, 1536), "down": (1536, 576),
           "lm_head": (576, 49152)}
@@ -30,12 +30,7 @@ WAYS = ("float32", "bf16_out_bf16", "bf16_out_f32")
 
 def _median_seconds(fn, reps: int) -> float:
     fn()  # compile + warm up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timed(fn, reps)[0]
 
 
 def measure(rows=(64, 512), reps: int = 20, shapes=None) -> list[dict]:

@@ -298,9 +298,21 @@ def _data_digest(files_spec: str) -> str:
     for spec in filter(None, (x.strip() for x in str(files_spec).split(","))):
         path = spec if os.path.exists(spec) else spec.split(":", 1)[-1]
         if os.path.isfile(path):
-            with open(path, "rb") as f:
-                h.update(hashlib.sha256(f.read()).digest())
+            st = os.stat(path)
+            h.update(_file_digest(os.path.abspath(path), st.st_size, st.st_mtime_ns))
     return h.hexdigest() if files_spec else ""
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str, size: int, mtime_ns: int) -> bytes:
+    """sha256 of a file, read once per (path, size, mtime): every run of a script names the
+    same data files, and paper-scale files are large."""
+    del size, mtime_ns  # part of the cache key only
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
 
 
 def train(config_name: str, variant: str, overrides: dict, runs_dir: str, tag: str) -> Run:

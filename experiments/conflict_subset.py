@@ -101,11 +101,10 @@ def offline_conflict_files(args) -> tuple[dict[str, str], dict[str, list]]:
 
     train_rows, held_rows = offline_sources(files["accuracy"], cfg)
     train, held = find(train_rows), find(held_rows)
-    for name, got, src, least in (("training", train, files["accuracy"], 4),
-                                  ("held-out", held, files["accuracy"], 2)):
+    for name, got, least in (("training", train, 4), ("held-out", held, 2)):
         if len(got["accuracy"]) < least:
-            raise ValueError(f"only {len(got['accuracy'])} conflicting {name} pairs from {src}: "
-                             f"too few for a conflict study (need {least})")
+            raise ValueError(f"only {len(got['accuracy'])} conflicting {name} pairs from "
+                             f"{files['accuracy']}: too few for a conflict study (need {least})")
     d = os.path.join(args.runs, "data")
     return ({o: common.write_jsonl(train[o], os.path.join(d, f"conflict_{o}.jsonl"))
              for o in train}, held)

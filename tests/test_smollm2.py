@@ -44,7 +44,7 @@ def test_cli_answers_paris():
 
 @pytest.mark.heavy
 def test_bfloat16_compute_tracks_float32(smollm2):
-    """bfloat16 compute (the demo's default: matmul inputs in bfloat16 with float32 sums via
+    """bfloat16 compute (the demo's `--dtype bfloat16`: matmul inputs in bfloat16, float32 sums via
     `layers.dot_f32`, params stored in bfloat16) scores float32's greedy answer ("The capital
     of France is Paris.") within a small margin of float32, token by token, and also picks
     " Paris" given the rest. (Its own greedy answer may differ: the first token is a near tie,
