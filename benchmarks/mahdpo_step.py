@@ -328,21 +328,9 @@ def run_baseline(spec: dict) -> dict:
 
 
 def matmul_peak(spec: dict) -> dict:
-    """The machine's practical peak: FLOP/s of a plain jitted float32 [n, n] @ [n, n]
-    (2 n^3 FLOPs), the BEST of `reps` calls after two warm-ups (a peak is what the machine can
-    do; the median of 5 short calls once read below the training step's own rate)."""
-    import jax
-    import jax.numpy as jnp
+    """The machine's practical peak (`mtalign_jax.machine.matmul_peak`: a plain jitted float32
+    [n, n] @ [n, n], the BEST of `reps` calls after two warm-ups; the median of 5 short calls
+    once read below the training step's own rate)."""
+    from mtalign_jax import machine
 
-    n = spec["n"]
-    ka, kb = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.random.normal(ka, (n, n), jnp.float32)
-    b = jax.random.normal(kb, (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul).lower(a, b).compile()
-    one = lambda: jax.block_until_ready(f(a, b))  # noqa: E731
-    one()
-    one()
-    _, all_s = timed(one, spec["reps"])
-    best = min(all_s)
-    return {"seconds": best, "all_seconds": all_s, "flops": 2 * n ** 3,
-            "flops_per_second": 2 * n ** 3 / best}
+    return machine.matmul_peak(spec["n"], spec["reps"])

@@ -260,13 +260,7 @@ def thp() -> str | None:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from mtalign_jax import machine
 
     def version(pkg):
         try:
@@ -274,7 +268,8 @@ def machine_info() -> dict:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": machine.cpu_name(), "vector_extensions": machine.vector_extensions(),
+            "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "jax": version("jax"),
             "jaxlib": version("jaxlib"), "torch": version("torch"),
             "transformers": version("transformers"),

@@ -43,6 +43,7 @@ def test_schema_and_machine(smoke):
     assert m["command"] == "python -m benchmarks.run --quick --smoke"
     for key in ("cpu", "jax", "torch", "date"):
         assert m[key], key
+    assert isinstance(m["vector_extensions"], list)
     benches = {r["bench"] for r in data["results"]}
     assert benches == {"matmul_peak", "mahdpo_step", "mahdpo_memory", "inference_mixed_heads",
                        "param_memory", "sampling_throughput", "guided_decoding"}

@@ -46,6 +46,9 @@ def test_demo_quick_outputs_and_resume(tmp_path):
     bad = [p for p, v in _numbers(res) if not (isinstance(v, (int, float)) and math.isfinite(v))]
     assert not bad, bad
     assert 0 < res["run_seconds"] <= first_s
+    host = res["machine"]  # the speed the times were measured at
+    assert host["cores"] == os.cpu_count() and host["matmul_gflops"] > 0, host
+    assert f"{host['matmul_gflops']:.0f} GFLOP/s" in (tmp_path / "results.md").read_text()
     stages = ["data", "rm_engagement", "samples", "pairs", "encode", "train",
               "eval_preference", "eval_generation"]
     assert list(res["stage_seconds"]) == stages

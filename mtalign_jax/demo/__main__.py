@@ -52,6 +52,12 @@ def run(workdir: str, quick: bool, t0: float = _T0, dtype: str = "float32") -> d
     with open(meta_path, "w") as f:
         f.write(cfg_json)
 
+    # The machine's speed beside the times (a "2-core" VM has measured 1.8x apart).
+    from mtalign_jax import machine
+
+    host = machine.describe()
+    print(f"[demo] machine: {host['cores']} CPUs, {host['cpu']}, float32 matmul "
+          f"{host['matmul_gflops']:.0f} GFLOP/s", flush=True)
     ctx = stages.Context(cfg=cfg, workdir=workdir, results={})
     timings, cached = {}, {}
     for name, fn in stages.STAGES.items():
@@ -80,7 +86,8 @@ def run(workdir: str, quick: bool, t0: float = _T0, dtype: str = "float32") -> d
         _save(path, {"result": result, "seconds": seconds})
         ctx.results[name], timings[name], cached[name] = result, seconds, False
         print(f"[demo] stage {name}: {seconds:.1f} s", flush=True)
-    out = report.write(ctx, timings, cached, run_seconds=time.perf_counter() - t0)
+    out = report.write(ctx, timings, cached, run_seconds=time.perf_counter() - t0,
+                       machine=host)
     print(f"[demo] wrote {out['md']}, {out['json']}, {out['png']} "
           f"({out['run_seconds']:.1f} s)", flush=True)
     return out

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import re
 
 import numpy as np
@@ -38,7 +37,8 @@ def _finite_only(obj):
     return obj
 
 
-def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
+def write(ctx, timings: dict, cached: dict, run_seconds: float, machine: dict) -> dict:
+    """machine: `mtalign_jax.machine.describe()` of the host this run measured its times on."""
     from mtalign_jax.eval.pareto import hypervolume, plot_front
     from mtalign_jax.models.presets import get_preset
 
@@ -65,7 +65,7 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
                   "eval_generation": cfg.seed + 1000},
         "stage_seconds": timings,
         "stage_cached": cached,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine,
         "data_sizes": r["data"]["sizes"],
         "reward_models": {
             **{role: {"role": role, "trained_on": f"chitchat part '{role}' (disjoint by topic)",
@@ -99,8 +99,8 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float) -> dict:
         "# mtalign_jax demo: MAH-DPO on SmolLM2-135M-Instruct" + (" (--quick)" if cfg.quick
                                                                    else ""),
         "",
-        f"{when}, "
-        f"{os.cpu_count()} CPUs, {platform.machine()}). Objectives: **accuracy** (generated "
+        f"{when}, {machine['cores']} CPUs, {machine['arch']}, {machine['cpu']}, float32 matmul "
+        f"{machine['matmul_gflops']:.0f} GFLOP/s measured at the start). Objectives: **accuracy** (generated "
         f"arithmetic word problems, graded by exact integer match) and **engagement** (chitchat "
         f"conversation prefixes; the fraction of responses the held-out *judge* RM scores above "
         f"the median of its own training responses). ± is one standard error.",
