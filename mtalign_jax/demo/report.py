@@ -100,10 +100,11 @@ def write(ctx, timings: dict, cached: dict, run_seconds: float, machine: dict) -
                                                                    else ""),
         "",
         f"{when}, {machine['cores']} CPUs, {machine['arch']}, {machine['cpu']}, float32 matmul "
-        f"{machine['matmul_gflops']:.0f} GFLOP/s measured at the start). Objectives: **accuracy** (generated "
-        f"arithmetic word problems, graded by exact integer match) and **engagement** (chitchat "
-        f"conversation prefixes; the fraction of responses the held-out *judge* RM scores above "
-        f"the median of its own training responses). ± is one standard error.",
+        f"{machine['matmul_gflops']:.0f} GFLOP/s measured at the start). Objectives: "
+        f"**accuracy** (generated arithmetic word problems, graded by exact integer match) and "
+        f"**engagement** (chitchat conversation prefixes; the fraction of responses the held-out "
+        f"*judge* RM scores above the median of its own training responses). ± is one standard "
+        f"error.",
         "",
         "SFT is skipped: the base model is already instruction-tuned. MAH-DPO has two heads "
         f"(init: base head + {cfg.head_init_noise:g} noise); the lower "
